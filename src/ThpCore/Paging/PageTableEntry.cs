@@ -83,7 +83,10 @@ public readonly struct PageTableEntry : IEquatable<PageTableEntry>
     /// <summary>XD, bit 63 (meaningful only with EFER.NXE = 1; a reserved bit otherwise).</summary>
     public bool IsExecuteDisable => (_raw & (ulong)PageTableFlags.ExecuteDisable) != 0;
 
-    /// <summary>The fixed-position bits that are set (see <see cref="PageTableFlags"/>).</summary>
+    /// <summary>
+    /// The fixed-position bits that are set (see <see cref="PageTableFlags"/>), raw: in a table entry bits 6 (D)
+    /// and 8 (G) are reported as stored although the CPU ignores them there (and AMD reserves bit 8 in a PML4E/PML5E).
+    /// </summary>
     public PageTableFlags Flags => (PageTableFlags)_raw & AllFlags;
 
     /// <summary>
@@ -325,6 +328,11 @@ public readonly struct PageTableEntry : IEquatable<PageTableEntry>
     /// <summary>E.g. <c>PDE 0x00000000002000e7 [P W U A D PS] frame 0x200000 (2M)</c>.</summary>
     public override string ToString()
     {
+        if (_level == 0)
+        {
+            return "default(PageTableEntry): no level";
+        }
+
         var sb = new StringBuilder();
         sb.Append(_level.EntryName()).Append(" 0x").Append(_raw.ToString("x16", CultureInfo.InvariantCulture));
         if (!IsPresent)

@@ -104,6 +104,7 @@ public static class PageWalker
         trace?.Begin(restarted);
 
         ulong va = address.Value;
+        SparsePhysicalMemory? sparse = memory as SparsePhysicalMemory;
         ReservedBitMasks masks = cpu.ReservedBits;
         bool setUpperAsWalked = options.AccessedOnFault == AccessedOnFaultPolicy.UpperLevelsAsWalked && !options.Probe;
 
@@ -122,7 +123,11 @@ public static class PageWalker
         {
             int index = (int)((va >> (12 + (9 * (level - 1)))) & 0x1FF);
             ulong entryAddress = table + ((ulong)index * 8);
-            if (!memory.TryReadUInt64(PhysicalAddress.FromMaskedBits(entryAddress), out entry))
+            // The default memory is sealed: test its type once per level so its read inlines (no interface call).
+            bool read = sparse is not null
+                ? sparse.TryReadUInt64(PhysicalAddress.FromMaskedBits(entryAddress), out entry)
+                : memory.TryReadUInt64(PhysicalAddress.FromMaskedBits(entryAddress), out entry);
+            if (!read)
             {
                 return new WalkResult(WalkStatus.PhysicalMemoryError, address, entryAddress, (PagingLevel)level, 0, EffectiveRights.None, PageFaultErrorCode.None);
             }
