@@ -7,7 +7,7 @@ namespace ThpCore.Paging;
 /// <remarks>
 /// An implementation promises that every frame it hands out is 4 KiB-aligned, backed by the physical memory
 /// the tables live in, and not in use for anything else until it is freed. It need not zero frames:
-/// the page-table mapper clears each table frame itself.
+/// <see cref="PageTableMapper"/> clears each table frame itself.
 /// </remarks>
 public interface IFrameAllocator
 {
