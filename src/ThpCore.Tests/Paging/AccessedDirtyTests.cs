@@ -355,6 +355,35 @@ public sealed class AccessedDirtyTests
     }
 
     [Fact]
+    public void Under_UpperLevelsAsWalked_a_change_racing_an_upper_A_update_restarts_the_walk_and_keeps_both()
+    {
+        TestTables tables = Mapped(PageSize.Size4K);
+        tables.Clear(Va, PagingLevel.Pt, P); // the walk will fault at the PTE after setting A above it
+        ulong target = tables.EntryAddress(Va, PagingLevel.Pdpt);
+        bool injected = false;
+        var memory = new RecordingMemory(tables.Memory)
+        {
+            BeforeCompareExchange = address =>
+            {
+                if (address == target && !injected)
+                {
+                    injected = true;
+                    tables.Or(Va, PagingLevel.Pdpt, 1UL << 11);
+                }
+            },
+        };
+        var trace = new WalkTrace();
+
+        WalkResult result = PageWalker.Translate(tables.Cpu(), memory, VirtualAddress.Create(Va), AccessKind.Read, Privilege.User, s_upperAsWalked, trace);
+
+        Assert.Equal(PagingLevel.Pt, result.FaultLevel);
+        Assert.Equal(1, trace.Restarts);
+        Assert.Equal((1UL << 11) | A, tables.Get(Va, PagingLevel.Pdpt) & ((1UL << 11) | A | D));
+        Assert.Equal(A, tables.Get(Va, PagingLevel.Pd) & (A | D));
+        Assert.Equal(0UL, tables.Get(Va, PagingLevel.Pt) & (A | D));
+    }
+
+    [Fact]
     public async Task Concurrent_software_bit_flips_and_walker_A_D_updates_are_never_lost()
     {
         const int pages = 4;

@@ -144,6 +144,9 @@ public sealed class WalkerTests
         Assert.Equal(WalkStatus.Translated, read.Status);
         Assert.False(read.IsWritable);
 
+        // A protection fault reports the combined rights too.
+        Assert.Equal(EffectiveRights.User, Walk(tables, tables.Cpu(), Va, AccessKind.Write, Privilege.User).Rights);
+
         // CR0.WP = 0: the supervisor still writes.
         Assert.Equal(WalkStatus.Translated, Walk(tables, tables.Cpu(writeProtect: false), Va, AccessKind.Write, Privilege.Supervisor).Status);
     }
@@ -280,6 +283,19 @@ public sealed class WalkerTests
         {
             Assert.Equal(Frame + (1UL << bit) + 8, result.PhysicalAddress.Value);
         }
+    }
+
+    [Theory]
+    [InlineData(PageSize.Size2M, 50)]
+    [InlineData(PageSize.Size2M, 46)]
+    [InlineData(PageSize.Size1G, 51)]
+    [InlineData(PageSize.Size1G, 47)]
+    public void A_frame_bit_above_MAXPHYADDR_in_a_large_leaf_is_reserved(PageSize size, int bit)
+    {
+        const ulong va = 0x0000_0040_4000_0000UL;
+        var tables = new TestTables();
+        tables.Map(va, size, 0x4000_0000 | (1UL << bit), P | RW | US);
+        AssertFault(Walk(tables, tables.Cpu(), va, AccessKind.Read, Privilege.User), TestTables.LeafLevel(size), 0xD);
     }
 
     [Fact]
