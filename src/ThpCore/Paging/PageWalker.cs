@@ -248,6 +248,30 @@ public static class PageWalker
         return PageFaultErrorCode.Present | (keyBlocks ? PageFaultErrorCode.ProtectionKey : PageFaultErrorCode.None);
     }
 
+    /// <summary>
+    /// The page-fault result for a protection failure found without a walk (a TLB hit, see <see cref="Tlb"/>):
+    /// the same error-code composition as a faulting walk, from already-combined rights.
+    /// </summary>
+    internal static WalkResult FaultFromRights(
+        CpuState cpu,
+        VirtualAddress address,
+        AccessKind access,
+        Privilege privilege,
+        PagingLevel level,
+        ulong leaf,
+        EffectiveRights rights,
+        PageFaultErrorCode cause) =>
+        Fault(
+            cpu,
+            address,
+            access,
+            privilege,
+            level,
+            leaf,
+            ((rights & EffectiveRights.Writable) != 0 ? RW : 0) | ((rights & EffectiveRights.User) != 0 ? US : 0),
+            (rights & EffectiveRights.ExecuteDisable) != 0 ? XD : 0,
+            cause);
+
     private static WalkResult Fault(
         CpuState cpu,
         VirtualAddress address,
