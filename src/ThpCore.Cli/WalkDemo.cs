@@ -35,10 +35,12 @@ internal static class WalkDemo
         CpuState cpu = CpuState.Create(mapper.Root.Value, Cr4Flags.Pae | Cr4Flags.Pge | Cr4Flags.Smep | Cr4Flags.Smap);
 
         console.Write(new Rule("[bold]thp walk-demo[/]: x86-64 4-level paging, walked as the CPU walks it").LeftJustified());
-        console.MarkupLine("Physical memory: 4 GiB (sparse). Page tables are real 8-byte entries in 4 KiB frames.");
-        console.MarkupLineInterpolated($"CPU: CR3 = {mapper.Root.ToString()}, CR0.WP = 1, CR4.PGE/SMEP/SMAP = 1, EFER.NXE = 1, MAXPHYADDR = {cpu.MaxPhysicalAddressBits}.");
-        console.MarkupLineInterpolated($"Mappings: {s_user4K.ToString()} -> {s_frame4K.ToString()} (4 KiB, user code); {s_user2M.ToString()} -> {s_frame2M.ToString()} (2 MiB, user data);");
-        console.MarkupLineInterpolated($"          {s_kernel1G.ToString()} -> {s_frame1G.ToString()} (1 GiB, kernel data, global).");
+        console.MarkupLine("Physical memory: 4 GiB, sparse. Tables are real 8-byte entries in 4 KiB frames.");
+        console.MarkupLineInterpolated($"CPU: CR3 = {mapper.Root.ToString()}, CR0.WP = 1, CR4.PGE/SMEP/SMAP = 1, EFER.NXE = 1.");
+        console.MarkupLine("Mappings:");
+        console.MarkupLineInterpolated($"  {s_user4K.ToString(),-20} -> {s_frame4K.ToString(),-11} 4 KiB, user code (read-only)");
+        console.MarkupLineInterpolated($"  {s_user2M.ToString(),-20} -> {s_frame2M.ToString(),-11} 2 MiB, user data (no execute)");
+        console.MarkupLineInterpolated($"  {s_kernel1G.ToString(),-20} -> {s_frame1G.ToString(),-11} 1 GiB, kernel data (global)");
         console.WriteLine();
 
         var trace = new WalkTrace();

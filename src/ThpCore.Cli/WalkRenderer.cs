@@ -10,44 +10,45 @@ internal static class WalkRenderer
 {
     public static void Render(IAnsiConsole console, WalkTrace trace, in WalkResult result)
     {
-        var table = new Table().Border(TableBorder.Rounded)
-            .AddColumn("Level")
-            .AddColumn(new TableColumn("Index").RightAligned())
-            .AddColumn("Entry address")
-            .AddColumn("Raw value (as read)")
-            .AddColumn("Bits")
-            .AddColumn("Points to");
+        // Four narrow columns so that an 80-column terminal shows each level on one line.
+        var table = new Table().Border(TableBorder.Simple)
+            .AddColumn("entry [[index]]")
+            .AddColumn("at (physical)")
+            .AddColumn(new TableColumn("value as read").NoWrap())
+            .AddColumn("meaning");
 
         foreach (WalkStep step in trace.Steps)
         {
             PageTableEntry e = step.Entry;
-            string bits = e.IsPresent ? e.DescribeBits() : (e.IsEmpty ? "empty (not present)" : "not present");
-            string target = !e.IsPresent ? "-" : e.IsLeaf ? $"{e.LeafSize!.Value.ShortName()} page at {e.Address}" : $"{step.Level.Next().TableName()} at {e.Address}";
+            string meaning = !e.IsPresent
+                ? (e.IsEmpty ? "empty: not present" : "not present")
+                : e.DescribeBits() + (e.IsLeaf
+                    ? $" -> {e.LeafSize!.Value.ShortName()} {e.Address}"
+                    : $" -> {step.Level.Next().TableName()} {e.Address}");
             table.AddRow(
-                Markup.Escape(step.Level.EntryName()),
-                step.Index.ToString(CultureInfo.InvariantCulture),
+                Markup.Escape($"{step.Level.EntryName()} [{step.Index.ToString(CultureInfo.InvariantCulture)}]"),
                 step.EntryAddress.ToString(),
                 "0x" + e.Raw.ToString("x16", CultureInfo.InvariantCulture),
-                Markup.Escape(bits),
-                Markup.Escape(target));
+                Markup.Escape(meaning));
         }
 
         console.Write(table);
         foreach (var (address, before, after) in trace.Writes)
         {
             console.MarkupLineInterpolated(
-                $"  [grey]CPU sets[/] {DescribeSetBits(before, after)} [grey]in the entry at[/] {address.ToString()}: 0x{before:x16} -> 0x{after:x16}");
+                $"  [grey]CPU sets[/] {DescribeSetBits(before, after),-3} [grey]at[/] {address.ToString()}: 0x{before:x16} -> 0x{after:x16}");
         }
 
         switch (result.Status)
         {
             case WalkStatus.Translated:
                 console.MarkupLineInterpolated(
-                    $"  [green]Translated[/] {result.Address.ToString()} -> [bold]{result.PhysicalAddress.ToString()}[/] ({result.PageSize.ShortName()} page, offset 0x{result.Address.PageOffset(result.PageSize):x}; {DescribeRights(result.Rights)})");
+                    $"  [green]Translated[/] {result.Address.ToString()} -> [bold]{result.PhysicalAddress.ToString()}[/] ({result.PageSize.ShortName()} page, offset 0x{result.Address.PageOffset(result.PageSize):x})");
+                console.MarkupLineInterpolated($"  [grey]Rights over all levels: {DescribeRights(result.Rights)}.[/]");
                 break;
             case WalkStatus.PageFault:
                 console.MarkupLineInterpolated(
-                    $"  [red]Page fault[/] (#PF) at the {result.FaultLevel.EntryName()}: CR2 = {result.Address.ToString()}, error code 0x{(uint)result.ErrorCode:x} = {WalkResult.DescribeErrorCode(result.ErrorCode)}");
+                    $"  [red]Page fault[/] at the {result.FaultLevel.EntryName()}: CR2 = {result.Address.ToString()}, error code 0x{(uint)result.ErrorCode:x} = {WalkResult.DescribeErrorCode(result.ErrorCode)}");
                 console.MarkupLineInterpolated($"  [grey]{ExplainErrorCode(result.ErrorCode)}[/]");
                 break;
             default:
