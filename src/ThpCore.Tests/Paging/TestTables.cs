@@ -6,8 +6,10 @@ namespace ThpCore.Tests.Paging;
 
 /// <summary>
 /// Test-only page-table builder: writes raw 64-bit entries into a <see cref="SparsePhysicalMemory"/> with
-/// nothing but shifts and masks, so walker tests do not depend on any library mapper or entry encoder.
-/// Tables are handed out from a bump allocator starting at <see cref="FirstTable"/>; the root is the first.
+/// nothing but shifts and masks, so walker and TLB tests do not depend on any library mapper or entry encoder.
+/// Tables are handed out from a bump allocator starting at <see cref="FirstTable"/>; the root is the first, and
+/// <see cref="NewTable"/> gives further roots (other address spaces) as well as tables.
+/// Leaves are written exactly as given (<see cref="P"/> included); data frames are just numbers (never touched).
 /// </summary>
 internal sealed class TestTables
 {
@@ -50,16 +52,21 @@ internal sealed class TestTables
 
     public IReadOnlyList<ulong> Tables => _tables;
 
-    /// <summary>A CPU in this mode with CR3 at the root: CR4.PAE (+LA57), EFER.NXE, CR0.WP unless told otherwise.</summary>
+    /// <summary>
+    /// A CPU in this mode with CR3 = <paramref name="root"/> (default <see cref="Root"/>) | <paramref name="pcid"/>:
+    /// CR4.PAE (+LA57), EFER.NXE, CR0.WP unless told otherwise. CR4.PGE only if <paramref name="extraCr4"/> has it.
+    /// </summary>
     public CpuState Cpu(
         Cr4Flags extraCr4 = Cr4Flags.None,
         bool nxe = true,
         bool writeProtect = true,
         bool alignmentCheck = false,
         uint pkru = 0,
-        CpuFeatures? features = null) =>
+        CpuFeatures? features = null,
+        int pcid = 0,
+        ulong? root = null) =>
         CpuState.Create(
-            Root,
+            (root ?? Root) | (uint)pcid,
             Cr4Flags.Pae | extraCr4 | (Mode == PagingMode.FiveLevel ? Cr4Flags.La57 : Cr4Flags.None),
             EferFlags.Lme | EferFlags.Lma | (nxe ? EferFlags.Nxe : EferFlags.None),
             writeProtect,
@@ -80,6 +87,8 @@ internal sealed class TestTables
 
     public static ulong Bytes(PageSize size) => 1UL << (12 + (9 * (int)size));
 
+    public static VirtualAddress Va(ulong value) => VirtualAddress.Create(value);
+
     public ulong NewTable()
     {
         ulong table = _nextTable;
@@ -98,13 +107,13 @@ internal sealed class TestTables
     public void Write(ulong physical, ulong value) => Memory.WriteUInt64(PhysicalAddress.Create(physical), value);
 
     /// <summary>
-    /// The address of the entry for <paramref name="va"/> at <paramref name="level"/>, creating every missing
-    /// table above it. A missing entry at level L is written as <c>newTable | upperFlags(L)</c>; an existing one
-    /// is followed as it is (it must not be a leaf).
+    /// The address of the entry for <paramref name="va"/> at <paramref name="level"/> under <paramref name="root"/>
+    /// (default <see cref="Root"/>), creating every missing table above it. A missing entry at level L is written
+    /// as <c>newTable | upperFlags(L)</c>; an existing one is followed as it is (it must not be a leaf).
     /// </summary>
-    public ulong EnsureEntry(ulong va, PagingLevel level, Func<PagingLevel, ulong> upperFlags)
+    public ulong EnsureEntry(ulong va, PagingLevel level, Func<PagingLevel, ulong> upperFlags, ulong? root = null)
     {
-        ulong table = Root;
+        ulong table = root ?? Root;
         for (PagingLevel l = RootLevel; l > level; l--)
         {
             ulong entryAddress = table + ((ulong)Index(va, l) * 8);
@@ -126,16 +135,20 @@ internal sealed class TestTables
         return table + ((ulong)Index(va, level) * 8);
     }
 
-    public ulong EnsureEntry(ulong va, PagingLevel level, ulong upperFlags = Open) => EnsureEntry(va, level, _ => upperFlags);
+    public ulong EnsureEntry(ulong va, PagingLevel level, ulong upperFlags = Open, ulong? root = null) =>
+        EnsureEntry(va, level, _ => upperFlags, root);
 
-    /// <summary>Maps one page: writes <c>frame | flags</c> (plus PS for 2M/1G) into the leaf slot; returns the leaf's address.</summary>
-    public ulong Map(ulong va, PageSize size, ulong frame, ulong flags, ulong upperFlags = Open) =>
-        Map(va, size, frame, flags, _ => upperFlags);
+    /// <summary>
+    /// Maps one page under <paramref name="root"/> (default <see cref="Root"/>): writes <c>frame | flags</c> (plus PS
+    /// for 2M/1G; P only if <paramref name="flags"/> has it) into the leaf slot; returns the leaf's address.
+    /// </summary>
+    public ulong Map(ulong va, PageSize size, ulong frame, ulong flags, ulong upperFlags = Open, ulong? root = null) =>
+        Map(va, size, frame, flags, _ => upperFlags, root);
 
-    public ulong Map(ulong va, PageSize size, ulong frame, ulong flags, Func<PagingLevel, ulong> upperFlags)
+    public ulong Map(ulong va, PageSize size, ulong frame, ulong flags, Func<PagingLevel, ulong> upperFlags, ulong? root = null)
     {
         PagingLevel leaf = LeafLevel(size);
-        ulong entryAddress = EnsureEntry(va, leaf, upperFlags);
+        ulong entryAddress = EnsureEntry(va, leaf, upperFlags, root);
         Write(entryAddress, frame | flags | (size == PageSize.Size4K ? 0 : PS));
         return entryAddress;
     }

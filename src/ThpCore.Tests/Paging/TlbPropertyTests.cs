@@ -5,7 +5,7 @@ using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
 using ThpCore.Paging;
-using static ThpCore.Tests.Paging.TlbTestTables;
+using static ThpCore.Tests.Paging.TestTables;
 
 namespace ThpCore.Tests.Paging;
 
@@ -127,12 +127,12 @@ public sealed class TlbPropertyTests
     public Property Without_invalidation_the_TLB_returns_the_stale_frame() =>
         Prop.ForAll(StaleCases.ToArbitrary(), c =>
         {
-            var tables = new TlbTestTables();
+            var tables = TlbTests.NewTables();
             var tlb = new Tlb();
-            CpuState cpu = tables.Cpu();
+            CpuState cpu = tables.Cpu(Cr4Flags.Pge);
             ulong va = c.Large ? Region + ((ulong)c.Page << 21) : Region + ((ulong)c.Page << 12);
             ulong oldFrame = c.Large ? 0x8000_0000UL : 0x200_0000UL; // outside the generated frames
-            ulong entry = c.Large ? tables.Map2M(va, oldFrame, RW | US) : tables.Map4K(va, oldFrame, RW | US);
+            ulong entry = tables.Map(va, c.Large ? PageSize.Size2M : PageSize.Size4K, oldFrame, P | RW | US);
             tlb.Translate(cpu, tables.Memory, VirtualAddress.Create(va), AccessKind.Write, Privilege.Supervisor);
 
             tables.Write(entry, c.NewValue);
@@ -210,27 +210,27 @@ public sealed class TlbPropertyTests
             {
                 for (int p = 0; p < PagesPerRange; p++)
                 {
-                    Tables.Map4K(Address(r, p, 0).Value, 0x100_0000UL + ((ulong)((r * PagesPerRange) + p) << 12), RW | US);
+                    Tables.Map(Address(r, p, 0).Value, PageSize.Size4K, 0x100_0000UL + ((ulong)((r * PagesPerRange) + p) << 12), P | RW | US);
                 }
 
                 _pdes[r] = Tables.EntryAddress(Address(r, 0, 0).Value, PagingLevel.Pd);
                 _pageTables[r] = Tables.Read(_pdes[r]) & PageTableEntry.AddressMask4K;
             }
 
-            CpuState baseline = Tables.Cpu();
+            CpuState baseline = Tables.Cpu(Cr4Flags.Pge);
             Cpus = new[]
             {
                 baseline,
                 baseline.WithWriteProtect(false),
-                Tables.Cpu(Cr4Flags.Smap),
-                Tables.Cpu(Cr4Flags.Smap).WithAlignmentCheck(true),
-                Tables.Cpu(Cr4Flags.Smep),
-                Tables.Cpu(Cr4Flags.Pke).WithPkru(0b1100),     // key 1: access disabled
-                Tables.Cpu(Cr4Flags.Pke).WithPkru(0b10_0000),  // key 2: write disabled
+                Tables.Cpu(Cr4Flags.Pge | Cr4Flags.Smap),
+                Tables.Cpu(Cr4Flags.Pge | Cr4Flags.Smap).WithAlignmentCheck(true),
+                Tables.Cpu(Cr4Flags.Pge | Cr4Flags.Smep),
+                Tables.Cpu(Cr4Flags.Pge | Cr4Flags.Pke).WithPkru(0b1100),     // key 1: access disabled
+                Tables.Cpu(Cr4Flags.Pge | Cr4Flags.Pke).WithPkru(0b10_0000),  // key 2: write disabled
             };
         }
 
-        public TlbTestTables Tables { get; } = new();
+        public TestTables Tables { get; } = TlbTests.NewTables();
 
         public Tlb Tlb { get; }
 

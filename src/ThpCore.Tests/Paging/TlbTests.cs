@@ -1,7 +1,7 @@
 using System;
 using ThpCore.Paging;
 using Xunit;
-using static ThpCore.Tests.Paging.TlbTestTables;
+using static ThpCore.Tests.Paging.TestTables;
 
 namespace ThpCore.Tests.Paging;
 
@@ -11,13 +11,16 @@ public sealed class TlbTests
     private const ulong FrameA = 0x4000_1000;
     private const ulong FrameB = 0x5555_5000;
 
+    /// <summary>The shared test tables over the 64 MiB of memory the TLB tests have always used (tables from 1 MiB).</summary>
+    internal static TestTables NewTables() => new(memorySize: 64UL << 20);
+
     [Fact]
     public void Hits_misses_and_walks_are_counted()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW | US);
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
 
         WalkResult first = tlb.Translate(cpu, t.Memory, Va(Page + 0x10), AccessKind.Read, Privilege.User, out TlbOutcome o1);
         WalkResult second = tlb.Translate(cpu, t.Memory, Va(Page + 0x20), AccessKind.Read, Privilege.User, out TlbOutcome o2);
@@ -36,10 +39,10 @@ public sealed class TlbTests
     [Fact]
     public void A_hit_returns_the_cached_frame_after_the_table_changed()
     {
-        var t = new TlbTestTables();
-        ulong pte = t.Map4K(Page, FrameA, RW | US);
+        var t = NewTables();
+        ulong pte = t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Read, Privilege.User);
 
         t.Write(pte, FrameB | RW | US | P);
@@ -53,10 +56,10 @@ public sealed class TlbTests
     [Fact]
     public void After_INVLPG_the_translation_is_fresh()
     {
-        var t = new TlbTestTables();
-        ulong pte = t.Map4K(Page, FrameA, RW | US);
+        var t = NewTables();
+        ulong pte = t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Read, Privilege.User);
 
         t.Write(pte, FrameB | RW | US | P);
@@ -69,10 +72,10 @@ public sealed class TlbTests
     [Fact]
     public void A_hit_reads_no_memory_at_all()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW | US);
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Read, Privilege.User);
 
         var empty = new SparsePhysicalMemory(1UL << 20);
@@ -86,13 +89,13 @@ public sealed class TlbTests
     [Fact]
     public void A_hit_rechecks_the_cached_rights_against_the_current_cpu_state()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW | US);
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Read, Privilege.Supervisor);
 
-        WalkResult smap = tlb.Translate(t.Cpu(Cr4Flags.Smap), t.Memory, Va(Page), AccessKind.Read, Privilege.Supervisor, out TlbOutcome outcome);
+        WalkResult smap = tlb.Translate(t.Cpu(Cr4Flags.Pge | Cr4Flags.Smap), t.Memory, Va(Page), AccessKind.Read, Privilege.Supervisor, out TlbOutcome outcome);
 
         Assert.Equal(TlbOutcome.Hit, outcome);
         Assert.Equal(WalkStatus.PageFault, smap.Status);
@@ -104,10 +107,10 @@ public sealed class TlbTests
     [Fact]
     public void A_protection_fault_from_a_stale_entry_happens_once_and_drops_the_entry()
     {
-        var t = new TlbTestTables();
-        ulong pte = t.Map4K(Page, FrameA, US);
+        var t = NewTables();
+        ulong pte = t.Map(Page, PageSize.Size4K, FrameA, P | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Read, Privilege.User);
 
         // R/W 0 -> 1 without invalidation: the first write may fault (SDM 4.10.4.3), the next one walks.
@@ -125,10 +128,10 @@ public sealed class TlbTests
     [Fact]
     public void With_RewalkOnProtectionFault_a_stale_read_only_entry_is_walked_again_instead_of_faulting()
     {
-        var t = new TlbTestTables();
-        ulong pte = t.Map4K(Page, FrameA, US);
+        var t = NewTables();
+        ulong pte = t.Map(Page, PageSize.Size4K, FrameA, P | US);
         var tlb = new Tlb(new TlbOptions { RewalkOnProtectionFault = true });
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Read, Privilege.User);
 
         t.Write(pte, FrameA | RW | US | P | A);
@@ -143,10 +146,10 @@ public sealed class TlbTests
     [Fact]
     public void A_faulting_walk_caches_nothing()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW); // supervisor page
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW); // supervisor page
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
 
         Assert.Equal(WalkStatus.PageFault, tlb.Translate(cpu, t.Memory, Va(Page + 0x1000), AccessKind.Read, Privilege.Supervisor).Status);
         Assert.Equal(WalkStatus.PageFault, tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Read, Privilege.User).Status);
@@ -157,10 +160,10 @@ public sealed class TlbTests
     [Fact]
     public void A_write_hit_on_a_clean_entry_walks_again_and_sets_D()
     {
-        var t = new TlbTestTables();
-        ulong pte = t.Map4K(Page, FrameA, RW | US);
+        var t = NewTables();
+        ulong pte = t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
 
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Read, Privilege.User);
         Assert.Equal(A, t.Read(pte) & (A | D));
@@ -181,10 +184,10 @@ public sealed class TlbTests
     [Fact]
     public void D_cleared_in_memory_without_invalidation_is_not_set_again_by_a_dirty_entry()
     {
-        var t = new TlbTestTables();
-        ulong pte = t.Map4K(Page, FrameA, RW | US);
+        var t = NewTables();
+        ulong pte = t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Write, Privilege.User);
         Assert.NotEqual(0UL, t.Read(pte) & D);
 
@@ -200,11 +203,11 @@ public sealed class TlbTests
     [Fact]
     public void Globals_survive_LoadCr3_but_not_FlushAll_or_INVPCID_type_2()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW | G);
-        t.Map4K(Page + 0x1000, FrameB, RW);
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | G);
+        t.Map(Page + 0x1000, PageSize.Size4K, FrameB, P | RW);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
 
         void Fill()
         {
@@ -231,8 +234,8 @@ public sealed class TlbTests
     [Fact]
     public void G_makes_no_global_entry_while_CR4_PGE_is_clear()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW | G);
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | G);
         var tlb = new Tlb();
         CpuState cpu = CpuState.Create(t.Root, Cr4Flags.Pae);
 
@@ -245,13 +248,13 @@ public sealed class TlbTests
     [Fact]
     public void PCIDs_isolate_address_spaces_and_noFlush_keeps_the_old_translations()
     {
-        var t = new TlbTestTables();
-        ulong root2 = t.AllocateTable();
-        t.Map4K(Page, FrameA, RW | US);
-        t.Map4K(Page, FrameB, RW | US, root2);
+        var t = NewTables();
+        ulong root2 = t.NewTable();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
+        t.Map(Page, PageSize.Size4K, FrameB, P | RW | US, root: root2);
         var tlb = new Tlb();
-        CpuState one = t.Cpu(Cr4Flags.Pcide, pcid: 1);
-        CpuState two = t.Cpu(Cr4Flags.Pcide, pcid: 2, root: root2);
+        CpuState one = t.Cpu(Cr4Flags.Pge | Cr4Flags.Pcide, pcid: 1);
+        CpuState two = t.Cpu(Cr4Flags.Pge | Cr4Flags.Pcide, pcid: 2, root: root2);
 
         Assert.Equal(FrameA, tlb.Translate(one, t.Memory, Va(Page), AccessKind.Read, Privilege.User).PhysicalAddress.Value);
         tlb.LoadCr3(two);
@@ -273,10 +276,10 @@ public sealed class TlbTests
     [Fact]
     public void Without_PCIDs_LoadCr3_flushes_every_non_global_entry_and_refuses_the_no_flush_hint()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW | US);
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Read, Privilege.User);
 
         ArgumentException e = Assert.Throws<ArgumentException>(() => tlb.LoadCr3(cpu, noFlush: true));
@@ -290,16 +293,16 @@ public sealed class TlbTests
     [Fact]
     public void INVLPG_removes_every_size_of_the_current_PCID_and_globals_of_any_PCID()
     {
-        var t = new TlbTestTables();
-        ulong root2 = t.AllocateTable();
+        var t = NewTables();
+        ulong root2 = t.NewTable();
         const ulong Big = 0x4000_0000; // 1 GiB-aligned
-        t.Map2M(Big, 0x8000_0000, RW);
-        t.Map4K(Page, FrameA, RW | G, root2);
-        t.Map4K(Page + 0x1000, FrameB, RW, root2);
-        t.Map4K(Page + 0x1000, FrameA, RW);
+        t.Map(Big, PageSize.Size2M, 0x8000_0000, P | RW);
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | G, root: root2);
+        t.Map(Page + 0x1000, PageSize.Size4K, FrameB, P | RW, root: root2);
+        t.Map(Page + 0x1000, PageSize.Size4K, FrameA, P | RW);
         var tlb = new Tlb();
-        CpuState one = t.Cpu(Cr4Flags.Pcide, pcid: 1);
-        CpuState two = t.Cpu(Cr4Flags.Pcide, pcid: 2, root: root2);
+        CpuState one = t.Cpu(Cr4Flags.Pge | Cr4Flags.Pcide, pcid: 1);
+        CpuState two = t.Cpu(Cr4Flags.Pge | Cr4Flags.Pcide, pcid: 2, root: root2);
 
         tlb.Translate(two, t.Memory, Va(Page), AccessKind.Read, Privilege.Supervisor); // global, made under PCID 2
         tlb.Translate(two, t.Memory, Va(Page + 0x1000), AccessKind.Read, Privilege.Supervisor); // PCID 2
@@ -322,12 +325,12 @@ public sealed class TlbTests
     [Fact]
     public void INVPCID_individual_address_and_single_context_spare_globals_and_other_PCIDs()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW | G);
-        t.Map4K(Page + 0x1000, FrameB, RW);
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | G);
+        t.Map(Page + 0x1000, PageSize.Size4K, FrameB, P | RW);
         var tlb = new Tlb();
-        CpuState one = t.Cpu(Cr4Flags.Pcide, pcid: 1);
-        CpuState two = t.Cpu(Cr4Flags.Pcide, pcid: 2);
+        CpuState one = t.Cpu(Cr4Flags.Pge | Cr4Flags.Pcide, pcid: 1);
+        CpuState two = t.Cpu(Cr4Flags.Pge | Cr4Flags.Pcide, pcid: 2);
         tlb.Translate(one, t.Memory, Va(Page), AccessKind.Read, Privilege.Supervisor);
         tlb.Translate(one, t.Memory, Va(Page + 0x1000), AccessKind.Read, Privilege.Supervisor);
         tlb.Translate(two, t.Memory, Va(Page + 0x1000), AccessKind.Read, Privilege.Supervisor);
@@ -350,12 +353,12 @@ public sealed class TlbTests
     [InlineData(SizeConflictPreference.PreferLarger, 0x8000_1008UL, PageSize.Size2M)]
     public void Coexisting_2M_and_4K_entries_answer_by_the_documented_preference_and_are_reported(SizeConflictPreference preference, ulong expectedPhysical, PageSize expectedSize)
     {
-        var t = new TlbTestTables();
+        var t = NewTables();
         const ulong Range = 0x7F00_0020_0000; // 2 MiB-aligned
-        t.Map4K(Range + 0x1000, FrameA, RW | US);
+        t.Map(Range + 0x1000, PageSize.Size4K, FrameA, P | RW | US);
         ulong pde = t.EntryAddress(Range, PagingLevel.Pd);
         var tlb = new Tlb(new TlbOptions { SizeConflictPreference = preference });
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Range + 0x1000), AccessKind.Read, Privilege.User);
 
         // Remap the range by a 2 MiB page with another frame, without invalidation, and touch another 4 KiB of it.
@@ -387,17 +390,17 @@ public sealed class TlbTests
     [Fact]
     public void An_identity_preserving_size_change_coexists_harmlessly_under_the_Intel_rule_but_not_under_erratum_383()
     {
-        var t = new TlbTestTables();
+        var t = NewTables();
         const ulong Range = 0x40_0000;
-        ulong pde = t.EntryAddress(Range, PagingLevel.Pd);
+        ulong pde = t.EnsureEntry(Range, PagingLevel.Pd);
         for (ulong i = 0; i < 512; i++)
         {
-            t.Map4K(Range + (i << 12), 0x20_0000 + (i << 12), RW | US | A | D);
+            t.Map(Range + (i << 12), PageSize.Size4K, 0x20_0000 + (i << 12), P | RW | US | A | D);
         }
 
         var intel = new Tlb(new TlbOptions { TrackSizeConflicts = true });
         var amd = new Tlb(new TlbOptions { TrackSizeConflicts = true, SizeConflictRule = SizeConflictRule.AmdErratum383 });
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         foreach (Tlb tlb in new[] { intel, amd })
         {
             tlb.Translate(cpu, t.Memory, Va(Range + 0x3000), AccessKind.Write, Privilege.User);
@@ -420,12 +423,12 @@ public sealed class TlbTests
     [Fact]
     public void Size_conflicts_in_rights_and_attributes_are_told_apart()
     {
-        var t = new TlbTestTables();
+        var t = NewTables();
         const ulong Range = 0x40_0000;
-        ulong pde = t.EntryAddress(Range, PagingLevel.Pd);
-        t.Map4K(Range, 0x20_0000, RW | US);
+        ulong pde = t.EnsureEntry(Range, PagingLevel.Pd);
+        t.Map(Range, PageSize.Size4K, 0x20_0000, P | RW | US);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Range), AccessKind.Read, Privilege.User);
 
         t.Write(pde, 0x20_0000 | P | US | PCD | PS); // same frame, read-only, uncached
@@ -439,11 +442,11 @@ public sealed class TlbTests
     [Fact]
     public void One_GiB_pages_are_cached_in_their_own_array()
     {
-        var t = new TlbTestTables();
+        var t = NewTables();
         const ulong Big = 0x80_0000_0000;
-        t.Map1G(Big, 0x1_4000_0000, RW | US | XD);
+        t.Map(Big, PageSize.Size1G, 0x1_4000_0000, P | RW | US | XD);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
 
         tlb.Translate(cpu, t.Memory, Va(Big + 0x1234_5678), AccessKind.Read, Privilege.User);
         WalkResult hit = tlb.Translate(cpu, t.Memory, Va(Big + 0x3FFF_FFF8), AccessKind.Read, Privilege.User, out TlbOutcome outcome);
@@ -459,14 +462,14 @@ public sealed class TlbTests
     [Fact]
     public void A_full_set_evicts_round_robin_and_a_direct_mapped_TLB_thrashes()
     {
-        var t = new TlbTestTables();
+        var t = NewTables();
         for (ulong i = 0; i < 3; i++)
         {
-            t.Map4K(Page + (i << 13), FrameA + (i << 12), RW); // page numbers two apart: all in one set of a 2-set TLB
+            t.Map(Page + (i << 13), PageSize.Size4K, FrameA + (i << 12), P | RW); // page numbers two apart: all in one set of a 2-set TLB
         }
 
         var tlb = new Tlb(new TlbOptions { Entries4K = 4, Associativity4K = 2 });
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         for (ulong i = 0; i < 3; i++)
         {
             tlb.Translate(cpu, t.Memory, Va(Page + (i << 13)), AccessKind.Read, Privilege.Supervisor);
@@ -490,8 +493,8 @@ public sealed class TlbTests
     public void A_non_canonical_address_is_a_general_protection_fault_and_is_not_counted()
     {
         var tlb = new Tlb();
-        var t = new TlbTestTables();
-        WalkResult r = tlb.Translate(t.Cpu(), t.Memory, VirtualAddress.FromRaw(0x0000_8000_0000_0000), AccessKind.Read, Privilege.User, out TlbOutcome outcome);
+        var t = NewTables();
+        WalkResult r = tlb.Translate(t.Cpu(Cr4Flags.Pge), t.Memory, VirtualAddress.FromRaw(0x0000_8000_0000_0000), AccessKind.Read, Privilege.User, out TlbOutcome outcome);
 
         Assert.Equal(WalkStatus.GeneralProtection, r.Status);
         Assert.Equal(TlbOutcome.NonCanonical, outcome);
@@ -501,11 +504,11 @@ public sealed class TlbTests
     [Fact]
     public void Hits_allocate_nothing()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW | US);
-        t.Map2M(0x4000_0000, 0x8000_0000, RW | US | D);
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | US);
+        t.Map(0x4000_0000, PageSize.Size2M, 0x8000_0000, P | RW | US | D);
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu();
+        CpuState cpu = t.Cpu(Cr4Flags.Pge);
         tlb.Translate(cpu, t.Memory, Va(Page), AccessKind.Write, Privilege.User);
         tlb.Translate(cpu, t.Memory, Va(0x4000_0000), AccessKind.Write, Privilege.User);
 
@@ -541,24 +544,24 @@ public sealed class TlbTests
         Assert.Throws<ArgumentNullException>(() => new Tlb(null!));
 
         var tlb = new Tlb();
-        var t = new TlbTestTables();
+        var t = NewTables();
         Assert.Throws<ArgumentOutOfRangeException>(() => tlb.Invpcid((InvpcidType)4, 0, default));
         Assert.Throws<ArgumentOutOfRangeException>(() => tlb.Invpcid(InvpcidType.SingleContext, 4096, default));
         Assert.Throws<ArgumentOutOfRangeException>(() => tlb.Invpcid(InvpcidType.SingleContext, -1, default));
         Assert.Throws<ArgumentOutOfRangeException>(() => tlb.FlushNonGlobal(5000));
-        Assert.Throws<ArgumentOutOfRangeException>(() => tlb.Translate(t.Cpu(), t.Memory, Va(Page), (AccessKind)3, Privilege.User));
-        Assert.Throws<ArgumentOutOfRangeException>(() => tlb.Translate(t.Cpu(), t.Memory, Va(Page), AccessKind.Read, (Privilege)3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => tlb.Translate(t.Cpu(Cr4Flags.Pge), t.Memory, Va(Page), (AccessKind)3, Privilege.User));
+        Assert.Throws<ArgumentOutOfRangeException>(() => tlb.Translate(t.Cpu(Cr4Flags.Pge), t.Memory, Va(Page), AccessKind.Read, (Privilege)3));
         Assert.Throws<ArgumentNullException>(() => tlb.Invlpg(null!, Va(Page)));
-        Assert.Throws<ArgumentNullException>(() => tlb.Translate(t.Cpu(), null!, Va(Page), AccessKind.Read, Privilege.User));
+        Assert.Throws<ArgumentNullException>(() => tlb.Translate(t.Cpu(Cr4Flags.Pge), null!, Va(Page), AccessKind.Read, Privilege.User));
     }
 
     [Fact]
     public void An_entry_describes_what_it_caches()
     {
-        var t = new TlbTestTables();
-        t.Map4K(Page, FrameA, RW | US | G | PCD | XD | (5UL << 59));
+        var t = NewTables();
+        t.Map(Page, PageSize.Size4K, FrameA, P | RW | US | G | PCD | XD | (5UL << 59));
         var tlb = new Tlb();
-        CpuState cpu = t.Cpu(Cr4Flags.Pcide, pcid: 7);
+        CpuState cpu = t.Cpu(Cr4Flags.Pge | Cr4Flags.Pcide, pcid: 7);
         tlb.Translate(cpu, t.Memory, Va(Page + 0x123), AccessKind.Write, Privilege.User);
 
         Assert.True(tlb.TryLookup(cpu, Va(Page), out TlbEntry e));
