@@ -76,6 +76,12 @@ public static class PageWalker
             return new WalkResult(WalkStatus.GeneralProtection, address, 0, cpu.PagingMode.RootLevel(), 0, EffectiveRights.None, PageFaultErrorCode.None);
         }
 
+        if (trace is null && options.AccessedOnFault == AccessedOnFaultPolicy.NothingSet && memory is SparsePhysicalMemory sparse
+            && TryTranslateFast(cpu, sparse, address, access, privilege, options.Probe, out WalkResult fast))
+        {
+            return fast;
+        }
+
         bool restarted = false;
         while (true)
         {
@@ -87,6 +93,62 @@ public static class PageWalker
 
             restarted = true;
         }
+    }
+
+    /// <summary>
+    /// The common case in one pass and no writes: sparse memory, every entry present and valid, A (and D for
+    /// a write) already set, the access allowed. Anything else returns false and takes the general walk, which
+    /// reads the entries again and produces the fault or performs the A/D updates.
+    /// </summary>
+    private static bool TryTranslateFast(CpuState cpu, SparsePhysicalMemory memory, VirtualAddress address, AccessKind access, Privilege privilege, bool probe, out WalkResult result)
+    {
+        ulong va = address.Value;
+        ReservedBitMasks masks = cpu.ReservedBits;
+        ulong table = cpu.Cr3 & PageTableEntry.AddressMask4K;
+        int level = (int)cpu.PagingMode;
+        ulong andRights = RW | US;
+        ulong xd = 0;
+        ulong missingAccessed = 0;
+        ulong entry;
+        while (true)
+        {
+            if (!memory.TryReadEntry(table + (((va >> (12 + (9 * (level - 1)))) & 0x1FF) * 8), out entry)
+                || (entry & P) == 0
+                || (entry & masks.MaskUnchecked(level, entry)) != 0)
+            {
+                result = default;
+                return false;
+            }
+
+            andRights &= entry;
+            xd |= entry & XD;
+            missingAccessed |= ~entry & A;
+            if (level == 1 || (level <= 3 && (entry & PS) != 0))
+            {
+                break;
+            }
+
+            table = entry & PageTableEntry.AddressMask4K;
+            level--;
+        }
+
+        if (!probe && (missingAccessed != 0 || (access == AccessKind.Write && (entry & D) == 0)))
+        {
+            result = default;
+            return false;
+        }
+
+        EffectiveRights rights = (EffectiveRights)(((andRights & RW) != 0 ? 1 : 0) | ((andRights & US) != 0 ? 2 : 0) | (xd != 0 ? 4 : 0));
+        if (CheckRights(cpu, access, privilege, rights, entry) != PageFaultErrorCode.None)
+        {
+            result = default;
+            return false;
+        }
+
+        int shift = 12 + (9 * (level - 1));
+        ulong physical = (entry & PageTableEntry.AddressMaskFor((PagingLevel)level, leaf: true)) | (va & ((1UL << shift) - 1));
+        result = new WalkResult(WalkStatus.Translated, address, physical, (PagingLevel)level, entry, rights, PageFaultErrorCode.None);
+        return true;
     }
 
     private static WalkResult WalkOnce(

@@ -127,6 +127,25 @@ public sealed class SparsePhysicalMemory : IPhysicalMemory
         }
     }
 
+    /// <summary>
+    /// The walker's read: no alignment check (entry addresses are 8-aligned by construction) and no bounds
+    /// checks inside a chunk or frame (indices are masked to 0..511 and every chunk and frame has 512 slots).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryReadEntry(ulong address, out ulong value)
+    {
+        if (address >= Size)
+        {
+            value = 0;
+            return false;
+        }
+
+        ulong[]?[]? chunk = _chunks[(int)(address >> 21)];
+        ulong[]? frame = chunk is null ? null : Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(chunk), (nint)((address >> 12) & (FramesPerChunk - 1)));
+        value = frame is null ? 0 : Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(frame), (nint)((address >> 3) & (WordsPerFrame - 1))));
+        return true;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong[]? FrameOrNull(ulong frameNumber)
     {
