@@ -18,7 +18,7 @@ public sealed class WalkDemoTests
             Out = new AnsiConsoleOutput(writer),
         });
         console.Profile.Width = 200;
-        int exit = Program.BuildRootCommand(console).Parse(["walk-demo"]).Invoke();
+        int exit = Program.Run(["walk-demo"], new CliContext(console, TextWriter.Null, TextWriter.Null, ShowProgress: false));
         Assert.Equal(0, exit);
         return writer.ToString();
     }

@@ -88,6 +88,13 @@ public sealed class ElfCoreImage : GuestImage
 
         CheckOverlaps(path, loads);
         var warnings = new List<string>();
+        Span<byte> ehsize = stackalloc byte[2];
+        if (RandomAccess.Read(handle, ehsize, ElfHeaderView.EhsizeOffset) == 2
+            && BinaryPrimitives.ReadUInt16LittleEndian(ehsize) is var size && size != ElfHeaderView.Elf64HeaderSize)
+        {
+            warnings.Add($"e_ehsize (offset 0x34) is {size}, not {ElfHeaderView.Elf64HeaderSize}; read as {ElfHeaderView.Elf64HeaderSize} (QEMU 7.2's dump-guest-memory writes 8 there).");
+        }
+
         ImageExtent[] extents = BuildExtents(path, loads, (ulong)length, warnings);
         return new ElfCoreImage(path, handle, extents, warnings);
     }

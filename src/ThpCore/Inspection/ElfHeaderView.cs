@@ -16,7 +16,7 @@ namespace ThpCore.Inspection;
 /// (notes, string and symbol tables) eagerly, and a corrupt section table in a file of many GiB could make it read
 /// and allocate gigabytes. QEMU's x86-64 cores have no sections (at most the one that carries the program header
 /// count for <c>PN_XNUM</c>, which is refused before this), so the view reads <c>e_shoff</c>, <c>e_shnum</c> and
-/// <c>e_shstrndx</c> as 0, and any read past <see cref="MaxBytesRead"/> in total fails with
+/// <c>e_shstrndx</c> as 0 and <c>e_ehsize</c> as 64 (QEMU 7.2 writes 8 there), and any read past <see cref="MaxBytesRead"/> in total fails with
 /// <see cref="InvalidImageException"/>.
 /// </para>
 /// <para>The view does not own the handle.</para>
@@ -25,6 +25,11 @@ internal sealed class ElfHeaderView : Stream
 {
     /// <summary>The most the reader may read: far more than a 64-byte header and 65534 program headers of 56 bytes.</summary>
     internal const long MaxBytesRead = 8L << 20;
+
+    // e_ehsize (2 bytes at 52): QEMU 7.2's dump.c writes sizeof(a pointer), 8, where the header size 64 belongs;
+    // the view shows 64, the only size an ELF64 header has.
+    internal const int EhsizeOffset = 52;
+    internal const ushort Elf64HeaderSize = 64;
 
     // e_shoff (8 bytes at 40), e_shnum (2 at 60) and e_shstrndx (2 at 62) of an ELF64 header.
     private const int ShoffStart = 40;
@@ -142,6 +147,14 @@ internal sealed class ElfHeaderView : Stream
         {
             long at = position + i;
             if (at is (>= ShoffStart and < ShoffEnd) or (>= ShnumStart and < ShstrndxEnd))
+            {
+                bytes[i] = 0;
+            }
+            else if (at == EhsizeOffset)
+            {
+                bytes[i] = (byte)Elf64HeaderSize;
+            }
+            else if (at == EhsizeOffset + 1)
             {
                 bytes[i] = 0;
             }
