@@ -1,7 +1,6 @@
 using System;
 using System.IO;
 using System.Text.Json;
-using Spectre.Console;
 using ThpCore.Cli;
 using ThpCore.Paging;
 using Xunit;
@@ -47,15 +46,7 @@ public sealed class InspectCommandTests : IDisposable
         return (path, mapper.Root.Value);
     }
 
-    private static (int Exit, string Output, string Error) Thp(params string[] args)
-    {
-        var output = new StringWriter { NewLine = "\n" };
-        var error = new StringWriter();
-        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings { Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors, Out = new AnsiConsoleOutput(output) });
-        console.Profile.Width = 240;
-        int exit = Program.Run(args, new CliContext(console, output, error, ShowProgress: false));
-        return (exit, output.ToString(), error.ToString());
-    }
+    private static (int Exit, string Output, string Error) Thp(params string[] args) => ThpRunner.Run(args);
 
     [Fact]
     public void Info_tlb_prints_QEMUs_line_format_for_each_page_size()

@@ -1,7 +1,4 @@
 using System;
-using System.IO;
-using Spectre.Console;
-using ThpCore.Cli;
 using Xunit;
 
 namespace ThpCore.Tests.Cli;
@@ -10,17 +7,9 @@ public sealed class WalkDemoTests
 {
     private static string RunDemo()
     {
-        var writer = new StringWriter();
-        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Out = new AnsiConsoleOutput(writer),
-        });
-        console.Profile.Width = 200;
-        int exit = Program.Run(["walk-demo"], new CliContext(console, TextWriter.Null, TextWriter.Null, ShowProgress: false));
-        Assert.Equal(0, exit);
-        return writer.ToString();
+        var (exit, output, error) = ThpRunner.Run("walk-demo");
+        Assert.True(exit == 0, error);
+        return output;
     }
 
     [Fact]

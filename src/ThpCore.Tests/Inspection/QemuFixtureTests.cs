@@ -3,7 +3,7 @@ using System.Collections.Generic;
 using System.IO;
 using System.IO.Compression;
 using System.Linq;
-using Spectre.Console;
+using ThpCore.Tests.Cli;
 using ThpCore.Cli;
 using Xunit;
 
@@ -105,20 +105,7 @@ public sealed class QemuFixtureTests : IClassFixture<QemuFixtureTests.Images>
         Assert.Contains(image.Warnings, w => w.Contains("e_ehsize (offset 0x34) is 8", StringComparison.Ordinal));
     }
 
-    private static (int Exit, string Output, string Error) RunThp(params string[] args)
-    {
-        var output = new StringWriter { NewLine = "\n" };
-        var error = new StringWriter();
-        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Out = new AnsiConsoleOutput(output),
-        });
-        console.Profile.Width = 240;
-        int exit = Program.Run(args, new CliContext(console, output, error, ShowProgress: false));
-        return (exit, output.ToString(), error.ToString());
-    }
+    private static (int Exit, string Output, string Error) RunThp(params string[] args) => ThpRunner.Run(args);
 
     /// <summary>Decompresses each fixture image once per test run into a temporary directory.</summary>
     public sealed class Images : IDisposable
