@@ -22,6 +22,18 @@ internal sealed class ImageOptions
         HelpName = "HEX",
     };
 
+    public Option<string?> Cr4 { get; } = new("--cr4")
+    {
+        Description = "CR4 in hexadecimal (LA57 bit 12, PCIDE bit 17, ...). Default 0x20 (PAE), or from --registers.",
+        HelpName = "HEX",
+    };
+
+    public Option<string?> Efer { get; } = new("--efer")
+    {
+        Description = "IA32_EFER in hexadecimal (NXE is bit 11). Default 0xd00 (LME, LMA, NXE), or from --registers.",
+        HelpName = "HEX",
+    };
+
     public Option<FileInfo?> Registers { get; } = new("--registers")
     {
         Description = "A saved QEMU 'info registers' text: CR3, CR4 (LA57, PCIDE) and EFER (NXE) are taken from it.",
@@ -52,6 +64,8 @@ internal sealed class ImageOptions
         Format.AcceptOnlyFromAmong("auto", "raw", "elf");
         command.Arguments.Add(Image);
         command.Options.Add(Cr3);
+        command.Options.Add(Cr4);
+        command.Options.Add(Efer);
         command.Options.Add(Registers);
         command.Options.Add(Format);
         command.Options.Add(La57);
@@ -110,40 +124,22 @@ internal sealed class ImageOptions
 
         try
         {
-            CpuState cpu;
-            if (registersFile is not null)
+            CpuState cpu = registersFile is not null
+                ? ReadRegisters(registersFile).ToCpuState(features)
+                : CpuState.Create(HexNumber.Parse(cr3Text!, "--cr3"), features: features);
+            if (cr3Text is not null)
             {
-                string text;
-                try
-                {
-                    text = File.ReadAllText(registersFile.FullName);
-                }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-                {
-                    throw new CliException(ExitCodes.BadFile, $"{registersFile.FullName}: {e.Message}");
-                }
-
-                if (!QemuRegisters.TryParse(text, out QemuRegisters? registers))
-                {
-                    try
-                    {
-                        QemuRegisters.Parse(text);
-                    }
-                    catch (FormatException e)
-                    {
-                        throw new CliException(ExitCodes.BadFile, $"{registersFile.FullName}: {e.Message}");
-                    }
-                }
-
-                cpu = registers!.ToCpuState(features);
-                if (cr3Text is not null)
-                {
-                    cpu = cpu.WithCr3(HexNumber.Parse(cr3Text, "--cr3"));
-                }
+                cpu = cpu.WithCr3(HexNumber.Parse(cr3Text, "--cr3"));
             }
-            else
+
+            if (parse.GetValue(Cr4) is { } cr4Text)
             {
-                cpu = CpuState.Create(HexNumber.Parse(cr3Text!, "--cr3"), features: features);
+                cpu = cpu.WithCr4((Cr4Flags)HexNumber.Parse(cr4Text, "--cr4"));
+            }
+
+            if (parse.GetValue(Efer) is { } eferText)
+            {
+                cpu = cpu.WithEfer((EferFlags)HexNumber.Parse(eferText, "--efer"));
             }
 
             return parse.GetValue(La57) ? cpu.WithCr4(cpu.Cr4 | Cr4Flags.La57) : cpu;
@@ -151,6 +147,18 @@ internal sealed class ImageOptions
         catch (ArgumentException e)
         {
             throw new CliException(ExitCodes.Usage, e.Message);
+        }
+    }
+
+    private static QemuRegisters ReadRegisters(FileInfo file)
+    {
+        try
+        {
+            return QemuRegisters.Parse(File.ReadAllText(file.FullName));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+            throw new CliException(ExitCodes.BadFile, $"{file.FullName}: {e.Message}");
         }
     }
 

@@ -108,6 +108,19 @@ public sealed class InspectCommandTests : IDisposable
     }
 
     [Fact]
+    public void With_EFER_NXE_clear_XD_is_a_reserved_bit_so_those_leaves_are_reported_not_listed()
+    {
+        var (path, cr3) = MakeImage();
+
+        // EFER = LME | LMA (0x500), no NXE: bit 63 is reserved (SDM §4.5), and the 4K page and the PT-mapped range set it.
+        var (exit, output, error) = Thp("inspect", path, "--cr3", cr3.ToString("x"), "--efer", "500", "--info-tlb");
+
+        Assert.Equal(ExitCodes.Success, exit);
+        Assert.Equal(["00007f0000200000: 0000000001000000 -GP-----W"], output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("ReservedBits", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Walk_translates_step_by_step_and_exits_zero()
     {
         var (path, cr3) = MakeImage();
