@@ -9,10 +9,13 @@ namespace ThpCore.Memory;
 [Flags]
 public enum FrameFlags : uint
 {
-    /// <summary>No flag: an order-0 frame in use with no other state.</summary>
+    /// <summary>No flag: a frame in use with no other state (every frame of a block the buddy allocator handed out, until it becomes a folio).</summary>
     None = 0,
 
-    /// <summary>The frame is in the buddy allocator (Linux: <c>PageBuddy</c> on the first frame of a free block, <c>page_count == 0</c> for all).</summary>
+    /// <summary>
+    /// The frame is in the buddy allocator. Stored on the first frame of a free block only (Linux: <c>PageBuddy</c>;
+    /// <c>page_count == 0</c> for all); <see cref="FrameTable.Describe"/> reports it for every frame of the block.
+    /// </summary>
     Free = 1u << 0,
 
     /// <summary>The first frame of a large folio (Linux: <c>PG_head</c>).</summary>

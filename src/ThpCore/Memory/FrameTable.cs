@@ -12,7 +12,9 @@ namespace ThpCore.Memory;
 /// <list type="table">
 /// <item><term>order-0 folio or head</term><description>RefCount = references; MapCount = PTE mappings of this page minus one (Linux's <c>_mapcount</c>, -1 unmapped); Link = head: index of the large-folio record in <see cref="FrameTable"/>, order-0: -1.</description></item>
 /// <item><term>tail</term><description>RefCount = 0 (tails hold no references, as in Linux); MapCount = this page's PTE mappings minus one; Link = distance to the head in frames.</description></item>
-/// <item><term>free block head</term><description>RefCount = 0; MapCount = previous free block on its list (frame number, -1 none); Link = next (-1 none); order in the flags.</description></item>
+/// <item><term>free block head</term><description>Flags = <see cref="FrameFlags.Free"/>, order in the flags; RefCount = 0; MapCount = previous free block on its list (frame number, -1 none); Link = next (-1 none).</description></item>
+/// <item><term>rest of a free block</term><description>Flags 0 (<see cref="FrameFlags.Free"/> is kept on the first frame only, as Linux's <c>PageBuddy</c>), RefCount = 0, MapCount = -1, Link = -1.</description></item>
+/// <item><term>allocated block, before it becomes a folio</term><description>Flags 0; the first frame records the allocated order in the flags; RefCount = 0; MapCount = -1; Link = -1.</description></item>
 /// </list>
 /// </summary>
 [StructLayout(LayoutKind.Sequential)]
@@ -61,11 +63,17 @@ internal struct LargeFolioRecord
 
 /// <summary>A snapshot of one frame's metadata, for inspection and tests.</summary>
 /// <param name="FrameNumber">The frame (PFN).</param>
-/// <param name="Flags">Its flags.</param>
-/// <param name="Order">The order of the free block or folio it heads (0 otherwise).</param>
+/// <param name="Flags">
+/// Its flags. <see cref="FrameFlags.Free"/> for every frame of a free block, although the frame table stores it on
+/// the block's first frame only.
+/// </param>
+/// <param name="Order">The order of the free block, allocated block or folio it starts (0 otherwise).</param>
 /// <param name="RefCount">References (heads and order-0 frames; 0 for tails and free frames).</param>
-/// <param name="MapCount">PTE mappings of this page (Linux's <c>_mapcount + 1</c>).</param>
-/// <param name="HeadFrame">The folio's head for a folio frame, the frame itself otherwise.</param>
+/// <param name="MapCount">PTE mappings of this page (Linux's <c>_mapcount + 1</c>; 0 for free frames).</param>
+/// <param name="HeadFrame">
+/// The folio's head for a folio frame, the first frame of the free block for a free frame, the frame itself
+/// otherwise. A free frame starts its block when <paramref name="HeadFrame"/> equals <paramref name="FrameNumber"/>.
+/// </param>
 public readonly record struct FrameInfo(ulong FrameNumber, FrameFlags Flags, int Order, int RefCount, int MapCount, ulong HeadFrame);
 
 /// <summary>
@@ -110,10 +118,21 @@ public sealed class FrameTable
     public int LargeFolioRecords => _recordCount;
 
     /// <summary>A snapshot of frame <paramref name="frameNumber"/>'s metadata.</summary>
+    /// <remarks>
+    /// For a frame that carries no flags itself, looks for a free block that encloses it (at most
+    /// <see cref="BuddyAllocator.MaxOrder"/> probes, as Linux's <c>is_free_buddy_page</c>).
+    /// </remarks>
     /// <exception cref="ArgumentOutOfRangeException">The frame is outside the table.</exception>
     public FrameInfo Describe(ulong frameNumber)
     {
         ref FrameMetadata frame = ref Ref(frameNumber);
+        if (frame.FlagsAndOrder == 0
+            && TryFindEnclosingBlock(frameNumber, 1, out ulong blockHead, out _)
+            && (_frames[blockHead].Flags & FrameFlags.Free) != 0)
+        {
+            return new FrameInfo(frameNumber, FrameFlags.Free, 0, 0, 0, blockHead);
+        }
+
         FrameFlags flags = frame.Flags;
         ulong head = (flags & FrameFlags.Tail) != 0 ? frameNumber - (ulong)frame.Link : frameNumber;
         bool free = (flags & FrameFlags.Free) != 0;
@@ -128,6 +147,30 @@ public sealed class FrameTable
         }
 
         return ref _frames[frameNumber];
+    }
+
+    /// <summary>
+    /// Finds the block (free, allocated or folio) of order <paramref name="minimumOrder"/> or above that encloses
+    /// <paramref name="frameNumber"/> without starting at it: the first frame <c>frameNumber</c> rounded down to
+    /// 2^k, for k from <paramref name="minimumOrder"/> to <see cref="BuddyAllocator.MaxOrder"/>, that records an
+    /// order of at least k. Blocks are aligned to their size and do not overlap, so at most one such frame exists.
+    /// </summary>
+    internal bool TryFindEnclosingBlock(ulong frameNumber, int minimumOrder, out ulong head, out int order)
+    {
+        for (int k = Math.Max(minimumOrder, 1); k <= BuddyAllocator.MaxOrder; k++)
+        {
+            ulong candidate = frameNumber & ~((1UL << k) - 1);
+            if (candidate != frameNumber && _frames[candidate].Order >= k)
+            {
+                head = candidate;
+                order = _frames[candidate].Order;
+                return true;
+            }
+        }
+
+        head = 0;
+        order = 0;
+        return false;
     }
 
     internal ref LargeFolioRecord Record(int index) => ref _records[index];
