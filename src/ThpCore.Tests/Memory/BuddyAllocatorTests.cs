@@ -225,6 +225,39 @@ public sealed class BuddyAllocatorTests
         Assert.Equal(2, fragmented.AllocationFailures);
     }
 
+    [Fact]
+    public void Allocating_and_freeing_allocate_no_memory()
+    {
+        BuddyAllocator allocator = Node(4096);
+        var held = new ulong[64];
+        for (int round = 0; round < 2; round++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < held.Length; i++)
+            {
+                Assert.True(allocator.TryAllocate(i % 7, out held[i]));
+            }
+
+            for (int i = held.Length - 1; i >= 0; i -= 2)
+            {
+                allocator.Free(held[i], i % 7);
+            }
+
+            for (int i = held.Length - 2; i >= 0; i -= 2)
+            {
+                allocator.Free(held[i], i % 7);
+            }
+
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            if (round == 1)
+            {
+                Assert.Equal(0, allocated);
+            }
+        }
+
+        Assert.Equal(4096UL, allocator.FreeFrames);
+    }
+
     // ------------------------------------------------------------------------------------------ freeing
 
     [Fact]

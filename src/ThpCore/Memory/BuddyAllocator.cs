@@ -365,58 +365,56 @@ public sealed class BuddyAllocator
     {
         ref FrameMetadata metadata = ref Frames.Ref(frame);
         FrameFlags flags = metadata.Flags;
-        string at = ThrowHelper.Hex(frame);
 
         if ((flags & FrameFlags.Free) != 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"Frame {at} is already free: it starts a free block of order {metadata.Order}.");
+            ThrowHelper.ThrowInvalidOperation($"Frame {ThrowHelper.Hex(frame)} is already free: it starts a free block of order {metadata.Order}.");
         }
 
         if ((flags & FrameFlags.Reserved) != 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"Frame {at} is reserved: the allocator never hands it out, so it cannot be freed.");
+            ThrowHelper.ThrowInvalidOperation($"Frame {ThrowHelper.Hex(frame)} is reserved: the allocator never hands it out, so it cannot be freed.");
         }
 
         if ((flags & FrameFlags.Tail) != 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"Frame {at} is not the start of an allocated block: it is a tail page of the folio at frame {ThrowHelper.Hex(frame - (ulong)metadata.Link)}.");
+            ThrowHelper.ThrowInvalidOperation($"Frame {ThrowHelper.Hex(frame)} is not the start of an allocated block: it is a tail page of the folio at frame {ThrowHelper.Hex(frame - (ulong)metadata.Link)}.");
         }
 
         if ((frame & ((1UL << order) - 1)) != 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"Frame {at} is not the start of an allocated block of order {order}: blocks of that order start at multiples of {1 << order} frames.");
+            ThrowHelper.ThrowInvalidOperation($"Frame {ThrowHelper.Hex(frame)} is not the start of an allocated block of order {order}: blocks of that order start at multiples of {1 << order} frames.");
         }
 
         if (Frames.TryFindEnclosingBlock(frame, order + 1, out ulong head, out int headOrder))
         {
-            string block = ThrowHelper.Hex(head);
             if ((Frames.Ref(head).Flags & FrameFlags.Free) != 0)
             {
-                ThrowHelper.ThrowInvalidOperation($"Frame {at} is already free: it lies inside the free block of order {headOrder} at frame {block}.");
+                ThrowHelper.ThrowInvalidOperation($"Frame {ThrowHelper.Hex(frame)} is already free: it lies inside the free block of order {headOrder} at frame {ThrowHelper.Hex(head)}.");
             }
 
-            ThrowHelper.ThrowInvalidOperation($"Frame {at} is not the start of an allocated block: it lies inside the block of order {headOrder} allocated at frame {block}.");
+            ThrowHelper.ThrowInvalidOperation($"Frame {ThrowHelper.Hex(frame)} is not the start of an allocated block: it lies inside the block of order {headOrder} allocated at frame {ThrowHelper.Hex(head)}.");
         }
 
         if (metadata.Order != order)
         {
-            ThrowHelper.ThrowInvalidOperation($"Order mismatch: the block at frame {at} was allocated with order {metadata.Order}, not {order}.");
+            ThrowHelper.ThrowInvalidOperation($"Order mismatch: the block at frame {ThrowHelper.Hex(frame)} was allocated with order {metadata.Order}, not {order}.");
         }
 
         if (metadata.RefCount != 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"Frame {at} still has {metadata.RefCount} references; a block is freed only when its reference count is 0.");
+            ThrowHelper.ThrowInvalidOperation($"Frame {ThrowHelper.Hex(frame)} still has {metadata.RefCount} references; a block is freed only when its reference count is 0.");
         }
 
         if (metadata.MapCount != -1)
         {
-            ThrowHelper.ThrowInvalidOperation($"Frame {at} is still mapped by {metadata.MapCount + 1} page-table entries (MapCount {metadata.MapCount}, -1 when unmapped).");
+            ThrowHelper.ThrowInvalidOperation($"Frame {ThrowHelper.Hex(frame)} is still mapped by {metadata.MapCount + 1} page-table entries (MapCount {metadata.MapCount}, -1 when unmapped).");
         }
 
         FrameFlags busy = flags & (FrameFlags.Lru | FrameFlags.PageTable);
         if (busy != 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"Frame {at} is still in use ({busy}): take it off the LRU list or retire the page table before freeing it.");
+            ThrowHelper.ThrowInvalidOperation($"Frame {ThrowHelper.Hex(frame)} is still in use ({busy}): take it off the LRU list or retire the page table before freeing it.");
         }
     }
 
