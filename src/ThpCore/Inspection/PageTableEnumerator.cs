@@ -274,7 +274,7 @@ public sealed class PageTableEnumerator
                         leafLevel.LeafPageSize(),
                         new PageTableEntry(leafLevel, entry),
                         PhysicalAddress.FromMaskedBits(entryAddress),
-                        ToRights(combinedRights, combinedXd)));
+                        PageWalker.CombineRights(combinedRights, combinedXd)));
                 continue;
             }
 
@@ -326,10 +326,8 @@ public sealed class PageTableEnumerator
                 PageSize.Size2M,
                 new PageTableEntry(PagingLevel.Pd, pde),
                 PhysicalAddress.FromMaskedBits(pdeAddress),
-                ToRights(andRights, xd)));
+                PageWalker.CombineRights(andRights, xd)));
 
-    private static EffectiveRights ToRights(ulong andRights, ulong xd) =>
-        (EffectiveRights)(((andRights & RW) != 0 ? 1 : 0) | ((andRights & US) != 0 ? 2 : 0) | (xd != 0 ? 4 : 0));
 
     private static string Hex(ulong value) => ThrowHelper.Hex(value);
 

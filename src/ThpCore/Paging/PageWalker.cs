@@ -138,7 +138,7 @@ public static class PageWalker
             return false;
         }
 
-        EffectiveRights rights = (EffectiveRights)(((andRights & RW) != 0 ? 1 : 0) | ((andRights & US) != 0 ? 2 : 0) | (xd != 0 ? 4 : 0));
+        EffectiveRights rights = CombineRights(andRights, xd);
         if (CheckRights(cpu, access, privilege, rights, entry) != PageFaultErrorCode.None)
         {
             result = default;
@@ -232,7 +232,7 @@ public static class PageWalker
             level--;
         }
 
-        EffectiveRights rights = (EffectiveRights)(((andRights & RW) != 0 ? 1 : 0) | ((andRights & US) != 0 ? 2 : 0) | (xd != 0 ? 4 : 0));
+        EffectiveRights rights = CombineRights(andRights, xd);
         PageFaultErrorCode protection = CheckRights(cpu, access, privilege, rights, entry);
         if (protection != PageFaultErrorCode.None)
         {
@@ -334,6 +334,14 @@ public static class PageWalker
             (rights & EffectiveRights.ExecuteDisable) != 0 ? XD : 0,
             cause);
 
+    /// <summary>
+    /// The rights of a walk from its accumulators: R/W and U/S ANDed over the entries (<paramref name="andRights"/>),
+    /// XD ORed (<paramref name="xd"/>, bit 63). SDM Vol. 3A §4.6.1.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static EffectiveRights CombineRights(ulong andRights, ulong xd) =>
+        (EffectiveRights)(((andRights & RW) != 0 ? 1 : 0) | ((andRights & US) != 0 ? 2 : 0) | (xd != 0 ? 4 : 0));
+
     private static WalkResult Fault(
         CpuState cpu,
         VirtualAddress address,
@@ -362,7 +370,7 @@ public static class PageWalker
             code |= PageFaultErrorCode.InstructionFetch;
         }
 
-        EffectiveRights rights = (EffectiveRights)(((andRights & RW) != 0 ? 1 : 0) | ((andRights & US) != 0 ? 2 : 0) | (xd != 0 ? 4 : 0));
+        EffectiveRights rights = CombineRights(andRights, xd);
         return new WalkResult(WalkStatus.PageFault, address, 0, level, entry, rights, code);
     }
 
