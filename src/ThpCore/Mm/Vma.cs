@@ -183,9 +183,9 @@ public sealed record Vma
     /// <c>anon_vma</c>s are compatible: equal, or one of them 0.
     /// </summary>
     /// <remarks>
-    /// Linux lets a VMA without an <c>anon_vma</c> merge with one that has one (the merged VMA takes it). Up to about
-    /// v6.13 <c>is_mergeable_anon_vma</c> allowed that only when the VMA's <c>anon_vma_chain</c> had one entry
-    /// (<c>list_is_singular</c>: not a child of a fork); since commit 879bca0a2c4f it refuses only a VMA that is a fork
+    /// Linux lets a VMA without an <c>anon_vma</c> merge with one that has one (the merged VMA takes it). Before commit
+    /// 879bca0a2c4f (2025) <c>is_mergeable_anon_vma</c> allowed that only when the VMA's <c>anon_vma_chain</c> had one entry
+    /// (<c>list_is_singular</c>: not a child of a fork); since then it refuses only a VMA that is a fork
     /// child (<c>vma_had_uncowed_parents</c>, later <c>vma_is_fork_child</c>). The model has no fork yet, so one id of 0
     /// is always compatible. File, mempolicy, userfaultfd and <c>anon_vma_name</c> equality are not modelled.
     /// </remarks>
