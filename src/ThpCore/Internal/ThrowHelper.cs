@@ -11,6 +11,10 @@ internal static class ThrowHelper
         throw new ArgumentException(message, paramName);
 
     [DoesNotReturn]
+    internal static T ThrowArgument<T>(string paramName, string message) =>
+        throw new ArgumentException(message, paramName);
+
+    [DoesNotReturn]
     internal static void ThrowArgumentOutOfRange(string paramName, object? value, string message) =>
         throw new ArgumentOutOfRangeException(paramName, value, message);
 
