@@ -1,0 +1,259 @@
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.Linq;
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
+using ThpCore.Memory;
+using ThpCore.Mm;
+using ThpCore.Paging;
+
+namespace ThpCore.Tests.Mm;
+
+/// <summary>
+/// Property: random sequences of map, access, protect and unmap on a small node keep the folio and frame books
+/// straight: after every step each folio reachable from the page tables has exactly one reference per mapping
+/// (so RefCount ≥ MapCount + pins), each frame is exactly one of free, page table (reachable or deposited), data
+/// (a mapped folio or a zero page) or reserved, and every byte written reads back.
+/// </summary>
+public sealed class AddressSpaceProperties
+{
+    private const ulong K4 = 4096;
+    private const ulong M2 = 2UL << 20;
+    private const ulong ByteOffset = 8;
+
+    private static readonly Protection[] s_protections =
+    {
+        Protection.Read | Protection.Write, Protection.Read | Protection.Write, Protection.Read, Protection.None, Protection.Read | Protection.Write | Protection.Execute,
+    };
+
+    private static readonly ulong[] s_lengths = { K4, 3 * K4, 16 * K4, M2, 2 * M2, M2 + (5 * K4) };
+
+    public enum OpKind
+    {
+        Map,
+        Read,
+        Write,
+        Protect,
+        Unmap,
+    }
+
+    public sealed record Op(OpKind Kind, int Vma, int Page, int Pages, int Attribute)
+    {
+        public override string ToString() =>
+            string.Create(CultureInfo.InvariantCulture, $"{Kind}(vma {Vma}, page {Page}, pages {Pages}, attr {Attribute})");
+    }
+
+    public sealed record Scenario(ThpEnabled Enabled, bool UseZeroPage, Op[] Ops)
+    {
+        public override string ToString() => $"{Enabled} zero={UseZeroPage}: {string.Join(", ", Ops.Select(o => o.ToString()))}";
+    }
+
+    private static readonly Gen<Op> s_opGen =
+        from kind in Gen.Elements(OpKind.Map, OpKind.Read, OpKind.Write, OpKind.Write, OpKind.Write, OpKind.Protect, OpKind.Unmap)
+        from vma in Gen.Choose(0, 7)
+        from page in Gen.Choose(0, 1100)
+        from pages in Gen.Elements(1, 1, 2, 7, 512, 600)
+        from attribute in Gen.Choose(0, 5)
+        select new Op(kind, vma, page, pages, attribute);
+
+    private static readonly Gen<Scenario> s_scenarioGen =
+        from enabled in Gen.Elements(ThpEnabled.Always, ThpEnabled.Always, ThpEnabled.Madvise, ThpEnabled.Never)
+        from zero in Gen.Elements(true, false)
+        from n in Gen.Choose(1, 30)
+        from ops in s_opGen.ArrayOf(n)
+        select new Scenario(enabled, zero, ops);
+
+    [Property(MaxTest = 150)]
+    public Property Random_map_access_protect_unmap_sequences_keep_folios_frames_and_bytes_consistent() =>
+        Prop.ForAll(Arb.From(s_scenarioGen), scenario =>
+        {
+            string? problem = Run(scenario);
+            return problem is null ? true.ToProperty() : false.ToProperty().Label(problem);
+        });
+
+    private static string? Run(Scenario scenario)
+    {
+        var space = new AddressSpace(new MemoryNode(24UL << 20), new ThpSettings { Enabled = scenario.Enabled, UseZeroPage = scenario.UseZeroPage });
+        var written = new Dictionary<ulong, byte>();
+        byte next = 1;
+        for (int step = 0; step < scenario.Ops.Length; step++)
+        {
+            Op op = scenario.Ops[step];
+            IReadOnlyList<Vma> vmas = space.Vmas.All;
+            if (op.Kind == OpKind.Map || vmas.Count == 0)
+            {
+                VmaFlags flags = VmaFlags.Anonymous | (op.Attribute == 1 ? VmaFlags.HugePage : op.Attribute == 2 ? VmaFlags.NoHugePage : VmaFlags.None);
+                space.Map(s_lengths[op.Page % s_lengths.Length], s_protections[op.Attribute % s_protections.Length], flags);
+            }
+            else
+            {
+                Vma vma = vmas[op.Vma % vmas.Count];
+                ulong page = vma.Start.Value + (((ulong)op.Page % vma.PageCount) * K4);
+                ulong pages = Math.Min((ulong)op.Pages, (vma.End.Value - page) / K4);
+                switch (op.Kind)
+                {
+                    case OpKind.Read:
+                    case OpKind.Write:
+                    {
+                        bool write = op.Kind == OpKind.Write;
+                        AccessResult result = space.Access(VirtualAddress.FromRaw(page + ByteOffset), write ? AccessKind.Write : AccessKind.Read);
+                        bool allowed = write ? (vma.Protection & Protection.Write) != 0 : vma.Protection != Protection.None;
+                        if (result.Status != (allowed ? AccessStatus.Translated : AccessStatus.Segfault))
+                        {
+                            return $"step {step} {op}: {result} for {vma}";
+                        }
+
+                        if (!allowed)
+                        {
+                            break;
+                        }
+
+                        byte seen = space.Node.Memory.ReadFrame(result.PhysicalAddress.FrameNumber)[(int)result.PhysicalAddress.PageOffset(PageSize.Size4K)];
+                        byte expected = written.TryGetValue(page, out byte value) ? value : (byte)0;
+                        if (seen != expected)
+                        {
+                            return $"step {step} {op}: read {seen}, expected {expected}";
+                        }
+
+                        if (write)
+                        {
+                            space.Node.Memory.GetWritableFrame(result.PhysicalAddress.FrameNumber)[(int)result.PhysicalAddress.PageOffset(PageSize.Size4K)] = next;
+                            written[page] = next;
+                            next = (byte)((next % 250) + 1);
+                        }
+
+                        break;
+                    }
+
+                    case OpKind.Protect:
+                        space.Protect(VirtualAddress.FromRaw(page), pages * K4, s_protections[op.Attribute % s_protections.Length]);
+                        break;
+                    case OpKind.Unmap:
+                        space.Unmap(VirtualAddress.FromRaw(page), pages * K4);
+                        for (ulong p = 0; p < pages; p++)
+                        {
+                            written.Remove(page + (p * K4));
+                        }
+
+                        break;
+                }
+            }
+
+            string? broken = CheckBooks(space);
+            if (broken is not null)
+            {
+                return $"after step {step} {op}: {broken}";
+            }
+        }
+
+        return null;
+    }
+
+    private static string? CheckBooks(AddressSpace space)
+    {
+        MemoryNode node = space.Node;
+        var mappings = new Dictionary<ulong, int>();
+        long tables = 0;
+        long hugeLeaves = 0;
+
+        void Visit(ulong table, int level)
+        {
+            tables++;
+            for (ulong i = 0; i < 512; i++)
+            {
+                ulong raw = ((IPhysicalMemory)node.Memory).ReadUInt64(PhysicalAddress.Create(table + (i * 8)));
+                if ((raw & 0x101) == 0)
+                {
+                    continue;
+                }
+
+                bool leaf = level == 1 || (level == 2 && (raw & 0x80) != 0);
+                if (!leaf)
+                {
+                    Visit(raw & PageTableEntry.AddressMask4K, level - 1);
+                    continue;
+                }
+
+                ulong frame = (raw & (level == 1 ? PageTableEntry.AddressMask4K : PageTableEntry.AddressMask2M)) >> 12;
+                if (level == 2)
+                {
+                    hugeLeaves++;
+                }
+
+                if (frame == space.ZeroPage.HeadFrame)
+                {
+                    continue;
+                }
+
+                if (space.HugeZeroPage is Folio hz && frame >= hz.HeadFrame && frame < hz.HeadFrame + 512)
+                {
+                    continue;
+                }
+
+                Folio folio = node.FolioOf(frame);
+                mappings[folio.HeadFrame] = mappings.GetValueOrDefault(folio.HeadFrame) + 1;
+            }
+        }
+
+        Visit(space.Root.Value, (int)space.Cpu.PagingMode);
+        long dataFrames = 1 + (space.HugeZeroPage is null ? 0 : 512);
+        foreach ((ulong head, int count) in mappings)
+        {
+            Folio folio = node.FolioOf(head);
+            if (folio.MapCount != count || folio.RefCount < folio.MapCount + folio.PinCount || folio.RefCount != count)
+            {
+                return $"{folio}: {count} mappings in the tables, MapCount {folio.MapCount}, RefCount {folio.RefCount}";
+            }
+
+            if (folio.IsLarge && folio.MapCount < 512 && folio.EntireMapCount == 0 && !folio.IsOnDeferredSplitQueue)
+            {
+                return $"{folio} is partly mapped ({folio.MapCount}) but not queued for deferred split";
+            }
+
+            dataFrames += folio.PageCount;
+        }
+
+        long free = 0;
+        long pageTables = 0;
+        long data = 0;
+        for (ulong frame = 0; frame < node.Frames.FrameCount; frame++)
+        {
+            FrameFlags flags = node.Frames.Describe(frame).Flags;
+            if ((flags & FrameFlags.Free) != 0)
+            {
+                free++;
+            }
+            else if ((flags & FrameFlags.PageTable) != 0)
+            {
+                pageTables++;
+            }
+            else if ((flags & FrameFlags.Reserved) != 0)
+            {
+                return $"frame {frame} is reserved in a node without reserved ranges";
+            }
+            else
+            {
+                data++;
+            }
+        }
+
+        if (pageTables != tables + hugeLeaves)
+        {
+            return $"{pageTables} page-table frames, but {tables} tables are reachable and {hugeLeaves} are deposited";
+        }
+
+        if (data != dataFrames)
+        {
+            return $"{data} data frames, but the mapped folios and zero pages hold {dataFrames}";
+        }
+
+        if ((ulong)free != node.Buddy.FreeFrames)
+        {
+            return $"{free} free frames, the buddy allocator says {node.Buddy.FreeFrames}";
+        }
+
+        return null;
+    }
+}

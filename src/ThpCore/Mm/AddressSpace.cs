@@ -1,0 +1,758 @@
+using System;
+using System.Collections.Generic;
+using ThpCore.Diagnostics;
+using ThpCore.Internal;
+using ThpCore.Memory;
+using ThpCore.Paging;
+
+namespace ThpCore.Mm;
+
+/// <summary>
+/// One process's user address space (Linux's <c>struct mm_struct</c>): its VMAs, its page tables in a
+/// <see cref="MemoryNode"/>, and the anonymous fault handler that fills them, with transparent huge pages.
+/// </summary>
+/// <remarks>
+/// <para>
+/// <b>Scope.</b> Private anonymous memory only, one address space, no fork, no swap, no khugepaged, no reclaim. Page
+/// tables are built with x86-64 Linux's bits: a table entry is P|R/W|U/S|A (<c>_PAGE_TABLE</c>); a leaf has P, U/S, A
+/// (x86's <c>vm_page_prot</c> always carries A), XD unless the VMA is executable, and R/W|D when it maps a private
+/// page of a writable VMA. A PMD leaf of an anonymous THP is always dirty (<c>pmd_mkdirty</c> in
+/// <c>map_anon_folio_pmd</c>). <c>PROT_NONE</c> entries are x86's: P clear, <c>_PAGE_PROTNONE</c> (bit 8) set, the
+/// address kept.
+/// </para>
+/// <para>
+/// <b>Deposited tables.</b> As on x86 Linux, every PMD leaf (a THP or the huge zero page) has a page table deposited
+/// with it when it is mapped (<c>pgtable_trans_huge_deposit</c>); a split uses that table, so it never needs memory,
+/// and unmapping the whole PMD frees it (<c>zap_deposited_table</c>).
+/// </para>
+/// <para>
+/// <b>Zero pages.</b> The 4 KiB zero page is one order-0 non-anonymous folio taken when the address space is created
+/// and never mapped with a reference or a map count (Linux's <c>pte_special</c> zero page). The huge zero page is an
+/// order-9 non-anonymous folio taken at the first read fault that wants it (<c>thp_zero_page_alloc</c>) and kept for
+/// the address space's life (Linux shares one per system and frees it under memory pressure).
+/// </para>
+/// <para>
+/// <b>Page tables left in place.</b> <see cref="Unmap"/> clears entries but frees no page table (Linux's
+/// <c>free_pgtables</c> frees the tables of ranges no longer covered by any VMA; not modelled).
+/// </para>
+/// <para>
+/// <b>TLB.</b> There is no TLB here yet: every change of an entry is where Linux would flush (<c>flush_tlb_range</c>,
+/// <c>pmdp_invalidate</c>); a caller that keeps a <see cref="Tlb"/> must invalidate the changed ranges itself.
+/// </para>
+/// <para>Not thread-safe: one caller at a time (Linux holds <c>mmap_lock</c> and the page-table locks).</para>
+/// </remarks>
+public sealed class AddressSpace
+{
+    /// <summary>
+    /// The distance of <see cref="MmapBase"/> below <see cref="VmaList.TaskSize"/>: 128 MiB, Linux's minimum stack gap
+    /// (<c>mmap_base</c> in <c>arch/x86/mm/mmap.c</c> clamps the 8 MiB stack limit plus the guard gap up to it) without
+    /// address-space randomization.
+    /// </summary>
+    public const ulong MmapGap = 128UL << 20;
+
+    /// <summary>The lowest address <see cref="Map"/> uses: 4 KiB (the search's <c>low_limit</c> is <c>PAGE_SIZE</c>; <c>mmap_min_addr</c> is not modelled).</summary>
+    public const ulong MmapMinAddress = PageSize4K;
+
+    private const ulong PageSize4K = 4096;
+    private const ulong HugeSize = 2UL << 20;
+    private const ulong P = 1UL << 0;
+    private const ulong RW = 1UL << 1;
+    private const ulong US = 1UL << 2;
+    private const ulong PWT = 1UL << 3;
+    private const ulong PCD = 1UL << 4;
+    private const ulong A = 1UL << 5;
+    private const ulong D = 1UL << 6;
+    private const ulong PS = 1UL << 7;
+    private const ulong PatPte = 1UL << 7;
+    private const ulong ProtNone = 1UL << 8;
+    private const ulong PatLarge = 1UL << 12;
+    private const ulong XD = 1UL << 63;
+    private const ulong TableEntryFlags = P | RW | US | A;
+
+    private readonly SparsePhysicalMemory _memory;
+    private readonly PagingMode _mode;
+    private readonly Dictionary<ulong, PhysicalAddress> _deposited = new();
+    private Folio? _hugeZeroPage;
+
+    /// <summary>Creates an empty address space whose root table and zero page come from <paramref name="node"/>.</summary>
+    /// <param name="node">Physical memory: page tables, folios and the zero pages are allocated from it.</param>
+    /// <param name="settings">The THP knobs; <see cref="ThpSettings.Default"/> when <see langword="null"/>.</param>
+    /// <param name="counters">Where vm events are counted; a new set when <see langword="null"/>.</param>
+    /// <param name="mode">4- or 5-level paging.</param>
+    /// <exception cref="ArgumentException"><paramref name="mode"/> is not defined.</exception>
+    /// <exception cref="InvalidOperationException"><paramref name="node"/> has no two free frames for the root table and the zero page.</exception>
+    public AddressSpace(MemoryNode node, ThpSettings? settings = null, VmEventCounters? counters = null, PagingMode mode = PagingMode.FourLevel)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        if (mode is not (PagingMode.FourLevel or PagingMode.FiveLevel))
+        {
+            ThrowHelper.ThrowArgument(nameof(mode), $"Paging mode {mode} is not defined.");
+        }
+
+        Node = node;
+        _memory = node.Memory;
+        _mode = mode;
+        Settings = settings ?? ThpSettings.Default;
+        Counters = counters ?? new VmEventCounters();
+        Vmas = new VmaList(mode);
+        MmapBase = Vmas.TaskSize - MmapGap;
+        if (!node.TryAllocateFrame(out PhysicalAddress root))
+        {
+            ThrowHelper.ThrowInvalidOperation("The node has no free frame for the root page table.");
+        }
+
+        if (!node.TryAllocateFolio(0, out Folio zero, anon: false))
+        {
+            node.FreeFrame(root);
+            ThrowHelper.ThrowInvalidOperation("The node has no free frame for the zero page.");
+        }
+
+        Root = root;
+        ZeroPage = zero;
+        Cpu = CpuState.Create(root.Value, mode == PagingMode.FiveLevel ? Cr4Flags.Pae | Cr4Flags.La57 : Cr4Flags.Pae);
+    }
+
+    /// <summary>The memory node everything is allocated from.</summary>
+    public MemoryNode Node { get; }
+
+    /// <summary>The VMAs.</summary>
+    public VmaList Vmas { get; }
+
+    /// <summary>The root page table (PML4 or PML5), a page-table frame of <see cref="Node"/>.</summary>
+    public PhysicalAddress Root { get; }
+
+    /// <summary>The CPU the accesses run on: CR3 = <see cref="Root"/>, CR0.WP = 1, EFER.NXE = 1, CR4.LA57 with 5-level paging.</summary>
+    public CpuState Cpu { get; }
+
+    /// <summary>The vm event counters (<c>pgfault</c>, <c>thp_fault_alloc</c>, ...).</summary>
+    public VmEventCounters Counters { get; }
+
+    /// <summary>The THP knobs read by the fault handler.</summary>
+    public ThpSettings Settings { get; }
+
+    /// <summary>
+    /// The top of the area <see cref="Map"/> searches top-down: <see cref="VmaList.TaskSize"/> − <see cref="MmapGap"/>
+    /// (<c>0x7fff_f7ff_f000</c> with 4-level paging).
+    /// </summary>
+    public ulong MmapBase { get; }
+
+    /// <summary>The 4 KiB zero page: read faults map it read-only.</summary>
+    public Folio ZeroPage { get; }
+
+    /// <summary>The huge zero page, once a read fault has allocated it; otherwise <see langword="null"/>.</summary>
+    public Folio? HugeZeroPage => _hugeZeroPage;
+
+    /// <summary>
+    /// Maps <paramref name="length"/> bytes of private anonymous memory, like <c>mmap(NULL, length, protection,
+    /// MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)</c>: the address comes from <see cref="VmaList.FindFreeRangeForAnonymous"/>
+    /// between <see cref="MmapMinAddress"/> and <see cref="MmapBase"/>, and the new VMA merges with compatible
+    /// neighbours. Nothing is populated.
+    /// </summary>
+    /// <param name="length">A non-zero multiple of 4 KiB.</param>
+    /// <param name="protection">The access rights.</param>
+    /// <param name="flags"><see cref="VmaFlags.Anonymous"/>, optionally with <see cref="VmaFlags.HugePage"/> or <see cref="VmaFlags.NoHugePage"/>.</param>
+    /// <returns>The start of the mapping.</returns>
+    /// <exception cref="ArgumentException"><paramref name="length"/> is zero or not a multiple of 4 KiB, or the flags or protection are not supported.</exception>
+    /// <exception cref="InvalidOperationException">No free range is large enough (Linux: <c>-ENOMEM</c>).</exception>
+    public VirtualAddress Map(ulong length, Protection protection, VmaFlags flags = VmaFlags.Anonymous)
+    {
+        if (length == 0 || (length & (PageSize4K - 1)) != 0)
+        {
+            ThrowHelper.ThrowArgument(nameof(length), $"Length {ThrowHelper.Hex(length)} is not a non-zero multiple of 4 KiB.");
+        }
+
+        if ((flags & VmaFlags.Anonymous) == 0 || (flags & ~(VmaFlags.Anonymous | VmaFlags.HugePage | VmaFlags.NoHugePage)) != 0
+            || (flags & (VmaFlags.HugePage | VmaFlags.NoHugePage)) == (VmaFlags.HugePage | VmaFlags.NoHugePage))
+        {
+            ThrowHelper.ThrowArgument(nameof(flags), $"Only private anonymous mappings are supported (Anonymous, optionally HugePage or NoHugePage); {flags} is not.");
+        }
+
+        CheckProtection(protection);
+        if (length > MmapBase - MmapMinAddress)
+        {
+            ThrowHelper.ThrowInvalidOperation($"No free range of {ThrowHelper.Hex(length)} bytes (-ENOMEM).");
+        }
+
+        VirtualAddress? found = Vmas.FindFreeRangeForAnonymous(length, VirtualAddress.FromRaw(MmapMinAddress), VirtualAddress.FromRaw(MmapBase));
+        if (found is not VirtualAddress start)
+        {
+            ThrowHelper.ThrowInvalidOperation($"No free range of {ThrowHelper.Hex(length)} bytes (-ENOMEM).");
+            return default;
+        }
+
+        Vmas.Insert(new Vma(start, start.Add(length), protection, flags, start.Value >> 12));
+        return start;
+    }
+
+    /// <summary>
+    /// Unmaps <c>[start, start + length)</c> like <c>munmap</c>: the VMAs are removed (split where they straddle the
+    /// range), every PTE and PMD in the range is cleared and the folios' references are put. A PMD-mapped THP only
+    /// partly inside the range is split first (<see cref="SplitHugePmd"/>); a THP left partly mapped goes on the
+    /// deferred-split queue (<c>thp_deferred_split_page</c>). Page tables are left in place.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="start"/> is not page-aligned, <paramref name="length"/> is zero or not a
+    /// multiple of 4 KiB, or the range ends above <see cref="VmaList.TaskSize"/>.</exception>
+    public void Unmap(VirtualAddress start, ulong length)
+    {
+        ulong end = CheckRange(start, length);
+        Vmas.Remove(start, VirtualAddress.FromRaw(end));
+        for (ulong chunk = start.Value & ~(HugeSize - 1); chunk < end; chunk += HugeSize)
+        {
+            ulong from = Math.Max(start.Value, chunk);
+            ulong to = Math.Min(end, chunk + HugeSize);
+            if (!TryFindPde(chunk, out PhysicalAddress pdeSlot))
+            {
+                continue;
+            }
+
+            ulong pde = Read(pdeSlot);
+            if (IsHugeLeaf(pde))
+            {
+                if (from == chunk && to == chunk + HugeSize)
+                {
+                    ZapHugePmd(chunk, pdeSlot, pde);
+                    continue;
+                }
+
+                SplitLocked(chunk, pdeSlot, pde);
+                pde = Read(pdeSlot);
+            }
+
+            if ((pde & P) == 0)
+            {
+                continue;
+            }
+
+            PhysicalAddress table = PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K);
+            for (ulong va = from; va < to; va += PageSize4K)
+            {
+                PhysicalAddress slot = PteSlot(table, va);
+                ulong pte = Read(slot);
+                if (!IsMapped(pte))
+                {
+                    continue;
+                }
+
+                Write(slot, 0);
+                ReleasePte(pte);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Splits the PMD leaf mapping <paramref name="address"/> into a page table of 512 PTEs, like Linux's
+    /// <c>__split_huge_pmd_locked</c>: the deposited table is filled with PTEs mapping subpages 0 to 511 in order with
+    /// the PMD's rights and attributes (A and D copied, PAT moved from bit 12 to bit 7), the folio gains 511 references
+    /// and 512 PTE mappings and loses its PMD mapping, and <c>thp_split_pmd</c> is counted. A huge zero page PMD becomes
+    /// 512 read-only PTEs of the 4 KiB zero page (<c>__split_huge_zero_page_pmd</c>). The PDE is cleared before the
+    /// table is installed (break-before-make; Linux's <c>pmdp_invalidate</c> flushes the TLB in between).
+    /// </summary>
+    /// <returns><see langword="false"/> when no PMD leaf maps <paramref name="address"/>.</returns>
+    public bool SplitHugePmd(VirtualAddress address)
+    {
+        ulong chunk = address.Value & ~(HugeSize - 1);
+        if (!TryFindPde(chunk, out PhysicalAddress slot))
+        {
+            return false;
+        }
+
+        ulong pde = Read(slot);
+        if (!IsHugeLeaf(pde))
+        {
+            return false;
+        }
+
+        SplitLocked(chunk, slot, pde);
+        return true;
+    }
+
+    /// <summary>
+    /// Changes the rights of <c>[start, start + length)</c> like <c>mprotect</c>: the VMAs are changed with
+    /// <see cref="VmaList.Modify"/> (split and re-merged), and R/W and XD of every present PTE and PMD in the range are
+    /// rewritten (<c>change_protection</c>). A PMD leaf that straddles the range's edge is split first
+    /// (<c>change_pmd_range</c> → <c>__split_huge_pmd</c>), and stays split when the rights are changed back. R/W is set
+    /// when the VMA is writable and the entry maps no zero page (every anonymous page here is exclusive, so
+    /// <c>can_change_pte_writable</c> allows it); <see cref="Protection.None"/> makes the entries <c>PROT_NONE</c>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The range is not page-aligned or is empty, or <paramref name="protection"/> is not defined.</exception>
+    /// <exception cref="InvalidOperationException">Part of the range is not mapped (Linux: <c>-ENOMEM</c>); nothing is changed.</exception>
+    public void Protect(VirtualAddress start, ulong length, Protection protection)
+    {
+        ulong end = CheckRange(start, length);
+        CheckProtection(protection);
+        Vmas.Modify(start, VirtualAddress.FromRaw(end), v => v with { Protection = protection });
+        for (ulong chunk = start.Value & ~(HugeSize - 1); chunk < end; chunk += HugeSize)
+        {
+            ulong from = Math.Max(start.Value, chunk);
+            ulong to = Math.Min(end, chunk + HugeSize);
+            if (!TryFindPde(chunk, out PhysicalAddress pdeSlot))
+            {
+                continue;
+            }
+
+            ulong pde = Read(pdeSlot);
+            if (IsHugeLeaf(pde))
+            {
+                if (from == chunk && to == chunk + HugeSize)
+                {
+                    Write(pdeSlot, Reprotect(pde, protection, IsHugeZero(pde)));
+                    continue;
+                }
+
+                SplitLocked(chunk, pdeSlot, pde);
+                pde = Read(pdeSlot);
+            }
+
+            if ((pde & P) == 0)
+            {
+                continue;
+            }
+
+            PhysicalAddress table = PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K);
+            for (ulong va = from; va < to; va += PageSize4K)
+            {
+                PhysicalAddress slot = PteSlot(table, va);
+                ulong pte = Read(slot);
+                if (IsMapped(pte))
+                {
+                    Write(slot, Reprotect(pte, protection, FrameOf(pte) == ZeroPage.HeadFrame));
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Makes one user-mode access, handling page faults as Linux's anonymous fault path does, and returns the
+    /// translation. The walk is <see cref="PageWalker"/>'s, with its A/D updates.
+    /// </summary>
+    /// <remarks>
+    /// <para>
+    /// On a page fault: no VMA, or rights the VMA forbids (x86 <c>access_error</c>: a write needs
+    /// <see cref="Protection.Write"/>, a fetch <see cref="Protection.Execute"/>, a read any right) → <see cref="AccessStatus.Segfault"/>,
+    /// nothing changed and no <c>pgfault</c> counted. Otherwise <c>pgfault</c> is counted and:
+    /// </para>
+    /// <list type="bullet">
+    /// <item>an empty PMD whose aligned 2 MiB lies inside a VMA that may use THP (enabled <c>always</c> without
+    /// <see cref="VmaFlags.NoHugePage"/>, or <c>madvise</c> with <see cref="VmaFlags.HugePage"/>) gets, on a read with
+    /// <see cref="ThpSettings.UseZeroPage"/>, the huge zero page, and otherwise a new order-9 folio
+    /// (<c>thp_fault_alloc</c>); when no order-9 block is free, <c>thp_fault_fallback</c> is counted and the fault falls
+    /// back to 4 KiB pages;</item>
+    /// <item>a missing PTE gets, on a read, the 4 KiB zero page (Linux uses it whatever <c>use_zero_page</c> says: that knob
+    /// governs the huge zero page only), and on a write a new order-0 folio;</item>
+    /// <item>a write to the zero page gets a new private page (<c>wp_page_copy</c>); a write to the huge zero page first
+    /// splits the PMD into 512 zero-page PTEs and then copies the one page written. That is Linux up to v6.13
+    /// (<c>do_huge_pmd_wp_page</c> falls back after <c>__split_huge_pmd</c>); v6.14 added <c>do_huge_zero_wp_pmd</c>, which
+    /// first tries to map a whole new THP — not modelled.</item>
+    /// </list>
+    /// </remarks>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="kind"/> is not defined.</exception>
+    public AccessResult Access(VirtualAddress address, AccessKind kind)
+    {
+        if ((uint)kind > (uint)AccessKind.Fetch)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(kind), kind, "An access is Read, Write or Fetch.");
+        }
+
+        FaultAction action = FaultAction.None;
+        for (int attempt = 0; ; attempt++)
+        {
+            WalkResult walk = PageWalker.Translate(Cpu, _memory, address, kind, Privilege.User);
+            if (walk.IsTranslated)
+            {
+                return new AccessResult(AccessStatus.Translated, walk.PhysicalAddress, walk.PageSize, action);
+            }
+
+            if (walk.Status != WalkStatus.PageFault)
+            {
+                return new AccessResult(AccessStatus.Segfault, default, PageSize.Size4K, action);
+            }
+
+            Vma? vma = Vmas.Find(address);
+            if (vma is null || !Allows(vma.Protection, kind))
+            {
+                return new AccessResult(AccessStatus.Segfault, default, PageSize.Size4K, action);
+            }
+
+            if (attempt == 2)
+            {
+                ThrowHelper.ThrowInvalidOperation($"The fault at {address} ({kind}) was handled twice and still faults: {walk}.");
+            }
+
+            Counters.Count(VmEvent.PgFault);
+            FaultAction? done = HandleFault(vma, address, kind);
+            if (done is not FaultAction handled)
+            {
+                return new AccessResult(AccessStatus.OutOfMemory, default, PageSize.Size4K, action);
+            }
+
+            if (action == FaultAction.None)
+            {
+                action = handled;
+            }
+        }
+    }
+
+    private static bool Allows(Protection protection, AccessKind kind) => kind switch
+    {
+        AccessKind.Write => (protection & Protection.Write) != 0,
+        AccessKind.Fetch => (protection & Protection.Execute) != 0,
+        _ => protection != Protection.None,
+    };
+
+    private static void CheckProtection(Protection protection)
+    {
+        if ((protection & ~(Protection.Read | Protection.Write | Protection.Execute)) != 0)
+        {
+            ThrowHelper.ThrowArgument(nameof(protection), $"Protection {protection} is not a combination of Read, Write and Execute.");
+        }
+    }
+
+    private static bool IsMapped(ulong entry) => (entry & (P | ProtNone)) != 0;
+
+    private static bool IsHugeLeaf(ulong pde) => IsMapped(pde) && (pde & PS) != 0;
+
+    private static ulong FrameOf(ulong pte) => (pte & PageTableEntry.AddressMask4K) >> 12;
+
+    private static PhysicalAddress PteSlot(PhysicalAddress table, ulong va) => table.Add(((va >> 12) & 0x1FF) * 8);
+
+    private static ulong LeafRights(Protection protection, bool writable)
+    {
+        ulong bits = P | US | A;
+        if (writable && (protection & Protection.Write) != 0)
+        {
+            bits |= RW | D;
+        }
+
+        if ((protection & Protection.Execute) == 0)
+        {
+            bits |= XD;
+        }
+
+        return bits;
+    }
+
+    private static ulong Reprotect(ulong entry, Protection protection, bool zeroPage)
+    {
+        entry &= ~(P | RW | ProtNone | XD);
+        if (protection == Protection.None)
+        {
+            return entry | ProtNone;
+        }
+
+        entry |= P;
+        if ((protection & Protection.Write) != 0 && !zeroPage)
+        {
+            entry |= RW;
+        }
+
+        if ((protection & Protection.Execute) == 0)
+        {
+            entry |= XD;
+        }
+
+        return entry;
+    }
+
+    private ulong CheckRange(VirtualAddress start, ulong length)
+    {
+        if ((start.Value & (PageSize4K - 1)) != 0)
+        {
+            ThrowHelper.ThrowArgument(nameof(start), $"Start {start} is not a multiple of 4 KiB.");
+        }
+
+        if (length == 0 || (length & (PageSize4K - 1)) != 0 || length > Vmas.TaskSize || start.Value > Vmas.TaskSize - length)
+        {
+            ThrowHelper.ThrowArgument(nameof(length), $"Length {ThrowHelper.Hex(length)} from {start} is not a non-zero multiple of 4 KiB ending at or below {ThrowHelper.Hex(Vmas.TaskSize)}.");
+        }
+
+        return start.Value + length;
+    }
+
+    private bool ThpAllowed(Vma vma)
+    {
+        if ((vma.Flags & VmaFlags.Anonymous) == 0 || (vma.Flags & VmaFlags.NoHugePage) != 0)
+        {
+            return false;
+        }
+
+        return Settings.Enabled switch
+        {
+            ThpEnabled.Always => true,
+            ThpEnabled.Madvise => (vma.Flags & VmaFlags.HugePage) != 0,
+            _ => false,
+        };
+    }
+
+    private bool IsHugeZero(ulong pde) =>
+        _hugeZeroPage is Folio huge && ((pde & PageTableEntry.AddressMask2M) >> 12) == huge.HeadFrame;
+
+    // Returns null when memory ran out (VM_FAULT_OOM).
+    private FaultAction? HandleFault(Vma vma, VirtualAddress address, AccessKind kind)
+    {
+        bool write = kind == AccessKind.Write;
+        ulong chunk = address.Value & ~(HugeSize - 1);
+        if (!TryFindPde(chunk, out PhysicalAddress pdeSlot, allocate: true))
+        {
+            return null;
+        }
+
+        bool fellBack = false;
+        ulong pde = Read(pdeSlot);
+        if (pde == 0 && ThpAllowed(vma) && vma.ContainsHugePageAround(address))
+        {
+            FaultAction? huge = HugeAnonymousFault(vma, chunk, pdeSlot, write, out bool fallback);
+            if (!fallback)
+            {
+                return huge;
+            }
+
+            fellBack = true;
+        }
+
+        if (IsHugeLeaf(pde))
+        {
+            if (!write || (pde & RW) != 0)
+            {
+                return FaultAction.None;
+            }
+
+            if (!IsHugeZero(pde))
+            {
+                // do_huge_pmd_wp_page reusing an exclusive THP.
+                Write(pdeSlot, pde | RW | D | A);
+                return FaultAction.None;
+            }
+
+            SplitLocked(chunk, pdeSlot, pde);
+            pde = Read(pdeSlot);
+        }
+
+        if (pde == 0)
+        {
+            if (!Node.TryAllocateFrame(out PhysicalAddress newTable))
+            {
+                return null;
+            }
+
+            pde = newTable.Value | TableEntryFlags;
+            Write(pdeSlot, pde);
+        }
+
+        PhysicalAddress slot = PteSlot(PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K), address.Value);
+        ulong pte = Read(slot);
+        if (!IsMapped(pte))
+        {
+            if (!write)
+            {
+                Write(slot, ZeroPage.Address.Value | LeafRights(vma.Protection, writable: false));
+                return fellBack ? FaultAction.FellBackToSmallPage : FaultAction.MappedZeroPage;
+            }
+
+            if (!Node.TryAllocateFolio(0, out Folio folio))
+            {
+                return null;
+            }
+
+            folio.AddPteMapping(0);
+            folio.SetAnonExclusive(0, true);
+            Write(slot, folio.Address.Value | LeafRights(vma.Protection, writable: true));
+            return fellBack ? FaultAction.FellBackToSmallPage : FaultAction.MappedPage;
+        }
+
+        if (write && (pte & RW) == 0)
+        {
+            if (FrameOf(pte) != ZeroPage.HeadFrame)
+            {
+                // do_wp_page reusing an exclusive anonymous page.
+                Write(slot, pte | RW | D | A);
+                return FaultAction.None;
+            }
+
+            // wp_page_copy: a new zeroed page (the zero page's contents), then clear-and-flush and install.
+            if (!Node.TryAllocateFolio(0, out Folio copy))
+            {
+                return null;
+            }
+
+            copy.AddPteMapping(0);
+            copy.SetAnonExclusive(0, true);
+            Write(slot, 0);
+            Write(slot, copy.Address.Value | LeafRights(vma.Protection, writable: true));
+            return FaultAction.CopiedZeroPage;
+        }
+
+        return FaultAction.None;
+    }
+
+    // do_huge_pmd_anonymous_page. Returns null for VM_FAULT_OOM; sets fallback for VM_FAULT_FALLBACK.
+    private FaultAction? HugeAnonymousFault(Vma vma, ulong chunk, PhysicalAddress pdeSlot, bool write, out bool fallback)
+    {
+        fallback = false;
+        ulong xd = (vma.Protection & Protection.Execute) == 0 ? XD : 0;
+        if (!write && Settings.UseZeroPage)
+        {
+            if (!Node.TryAllocateFrame(out PhysicalAddress deposit))
+            {
+                return null;
+            }
+
+            if (_hugeZeroPage is null)
+            {
+                if (!Node.TryAllocateFolio(Folio.PmdOrder, out Folio zero, anon: false))
+                {
+                    Node.FreeFrame(deposit);
+                    Counters.Count(VmEvent.ThpZeroPageAllocFailed);
+                    Counters.Count(VmEvent.ThpFaultFallback);
+                    fallback = true;
+                    return FaultAction.None;
+                }
+
+                _hugeZeroPage = zero;
+                Counters.Count(VmEvent.ThpZeroPageAlloc);
+            }
+
+            _deposited[chunk] = deposit;
+            Write(pdeSlot, _hugeZeroPage.Value.Address.Value | P | US | A | PS | xd);
+            return FaultAction.MappedHugeZeroPage;
+        }
+
+        if (!Node.TryAllocateFolio(Folio.PmdOrder, out Folio folio))
+        {
+            Counters.Count(VmEvent.ThpFaultFallback);
+            fallback = true;
+            return FaultAction.None;
+        }
+
+        if (!Node.TryAllocateFrame(out PhysicalAddress table))
+        {
+            folio.Put();
+            return null;
+        }
+
+        Counters.Count(VmEvent.ThpFaultAlloc);
+        folio.AddPmdMapping();
+        folio.SetAnonExclusive(0, true);
+        _deposited[chunk] = table;
+        ulong rw = (vma.Protection & Protection.Write) != 0 ? RW : 0;
+        Write(pdeSlot, folio.Address.Value | P | US | A | D | PS | rw | xd);
+        return FaultAction.MappedHugePage;
+    }
+
+    private void SplitLocked(ulong chunk, PhysicalAddress pdeSlot, ulong pde)
+    {
+        Counters.Count(VmEvent.ThpSplitPmd);
+        PhysicalAddress table = _deposited[chunk];
+        _deposited.Remove(chunk);
+        ulong head = (pde & PageTableEntry.AddressMask2M) >> 12;
+        bool zero = IsHugeZero(pde);
+        ulong attributes = pde & (P | RW | US | PWT | PCD | A | D | ProtNone | XD | PageTableEntry.LeafAvailableMask);
+        if ((pde & PatLarge) != 0)
+        {
+            attributes |= PatPte;
+        }
+
+        if (zero)
+        {
+            attributes &= ~(RW | D);
+        }
+
+        for (ulong i = 0; i < 512; i++)
+        {
+            ulong frame = zero ? ZeroPage.HeadFrame : head + i;
+            Write(table.Add(i * 8), (frame << 12) | attributes);
+        }
+
+        // Break-before-make: the PMD leaf goes (and would be flushed) before the table is installed.
+        Write(pdeSlot, 0);
+        Write(pdeSlot, table.Value | TableEntryFlags);
+        if (zero)
+        {
+            return;
+        }
+
+        Folio folio = Node.FolioOf(head);
+        bool exclusive = folio.IsAnonExclusive(0);
+        for (int i = 0; i < 511; i++)
+        {
+            folio.Get();
+        }
+
+        for (int i = 0; i < 512; i++)
+        {
+            folio.AddPteMapping(i);
+            if (exclusive)
+            {
+                folio.SetAnonExclusive(i, true);
+            }
+        }
+
+        folio.RemovePmdMapping();
+    }
+
+    private void ZapHugePmd(ulong chunk, PhysicalAddress pdeSlot, ulong pde)
+    {
+        Write(pdeSlot, 0);
+        Node.FreeFrame(_deposited[chunk]);
+        _deposited.Remove(chunk);
+        if (IsHugeZero(pde))
+        {
+            return;
+        }
+
+        Folio folio = Node.FolioOf((pde & PageTableEntry.AddressMask2M) >> 12);
+        folio.RemovePmdMapping();
+        folio.Put();
+    }
+
+    private void ReleasePte(ulong pte)
+    {
+        ulong frame = FrameOf(pte);
+        if (frame == ZeroPage.HeadFrame)
+        {
+            return;
+        }
+
+        Folio folio = Node.FolioOf(frame);
+        folio.RemovePteMapping((int)(frame - folio.HeadFrame));
+        if (folio.IsLarge && folio.MapCount > 0 && !folio.IsPartiallyMapped)
+        {
+            // __folio_remove_rmap: still mapped, but not wholly: deferred_split_folio(folio, true).
+            folio.QueueForDeferredSplit(partiallyMapped: true);
+            Counters.Count(VmEvent.ThpDeferredSplitPage);
+        }
+
+        folio.Put();
+    }
+
+    // The physical address of the PDE for va; allocates missing upper tables when asked. False when a table is
+    // missing (and not to be allocated) or cannot be allocated.
+    private bool TryFindPde(ulong va, out PhysicalAddress slot, bool allocate = false)
+    {
+        PhysicalAddress table = Root;
+        for (int level = (int)_mode; level > (int)PagingLevel.Pd; level--)
+        {
+            PhysicalAddress entrySlot = table.Add(((va >> (12 + (9 * (level - 1)))) & 0x1FF) * 8);
+            ulong entry = Read(entrySlot);
+            if ((entry & P) == 0)
+            {
+                if (!allocate || !Node.TryAllocateFrame(out PhysicalAddress next))
+                {
+                    slot = default;
+                    return false;
+                }
+
+                entry = next.Value | TableEntryFlags;
+                Write(entrySlot, entry);
+            }
+
+            table = PhysicalAddress.FromMaskedBits(entry & PageTableEntry.AddressMask4K);
+        }
+
+        slot = table.Add(((va >> 21) & 0x1FF) * 8);
+        return true;
+    }
+
+    private ulong Read(PhysicalAddress address) => ((IPhysicalMemory)_memory).ReadUInt64(address);
+
+    private void Write(PhysicalAddress address, ulong value) => _memory.WriteUInt64(address, value);
+}
