@@ -102,6 +102,11 @@ public sealed class SwapEntryTests
             Gen.Elements(false, true).ToArbitrary(),
             (type, offset, exclusive) =>
             {
+                if (type == 0 && offset == SwapEntry.MaxOffset)
+                {
+                    return true; // encodes as 0: refused, see Type_0_with_the_largest_offset_would_be_pte_none
+                }
+
                 SwapEntry entry = SwapEntry.Swap(type, offset);
                 ulong raw = entry.ToPteRaw(exclusive);
                 bool pte = SwapEntry.TryFromPteRaw(raw, out SwapEntry fromPte, out bool pteExclusive);
@@ -122,6 +127,16 @@ public sealed class SwapEntryTests
                 return SwapEntry.TryFromPteRaw(entry.ToPteRaw(), out SwapEntry back, out _)
                     && back.IsMigration && back.MigrationKind == kind && back.Pfn == pfn;
             });
+
+    [Fact]
+    public void Type_0_with_the_largest_offset_would_be_pte_none()
+    {
+        // ~(2^50 - 1) has none of the 50 stored bits set and type 0 sets no bit: the kernel arithmetic gives 0.
+        Assert.Equal(0UL, KernelSwpEntry(0, (1UL << 50) - 1));
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => SwapEntry.Swap(0, (1UL << 50) - 1));
+        Assert.Contains("pte_none", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(KernelSwpEntry(1, (1UL << 50) - 1), SwapEntry.Swap(1, (1UL << 50) - 1).ToPteRaw());
+    }
 
     [Fact]
     public void Pte_none_is_not_a_swap_entry_even_with_A_and_D_set()

@@ -124,7 +124,9 @@ public readonly struct SwapEntry : IEquatable<SwapEntry>
 
     /// <summary>A swap entry for slot <paramref name="offset"/> of swap device <paramref name="type"/> (Linux <c>swp_entry</c>).</summary>
     /// <exception cref="ArgumentOutOfRangeException">
-    /// <paramref name="type"/> is not 0..<see cref="MaxSwapFiles"/> − 1, or <paramref name="offset"/> exceeds <see cref="MaxOffset"/>.
+    /// <paramref name="type"/> is not 0..<see cref="MaxSwapFiles"/> − 1, or <paramref name="offset"/> exceeds <see cref="MaxOffset"/>,
+    /// or is <see cref="MaxOffset"/> with type 0 (the raw value would be 0, an empty entry; Linux's swap areas are
+    /// far smaller, bounded by <c>arch_max_swapfile_size</c>).
     /// </exception>
     public static SwapEntry Swap(int type, ulong offset)
     {
@@ -134,6 +136,12 @@ public readonly struct SwapEntry : IEquatable<SwapEntry>
         }
 
         CheckOffset(offset, nameof(offset), MaxOffset);
+        if (type == 0 && offset == MaxOffset)
+        {
+            // ~offset is 0 in the 50 stored bits and the type is 0: the raw value would be 0, pte_none.
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(offset), offset, $"Type 0 offset {ThrowHelper.Hex(offset)} would encode as 0 (pte_none); the largest usable offset of type 0 is {ThrowHelper.Hex(MaxOffset - 1)}.");
+        }
+
         return new SwapEntry(type, offset);
     }
 
