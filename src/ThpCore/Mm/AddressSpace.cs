@@ -196,47 +196,15 @@ public sealed class AddressSpace
     {
         ulong end = CheckRange(start, length);
         Vmas.Remove(start, VirtualAddress.FromRaw(end));
-        for (ulong chunk = start.Value & ~(HugeSize - 1); chunk < end; chunk += HugeSize)
-        {
-            ulong from = Math.Max(start.Value, chunk);
-            ulong to = Math.Min(end, chunk + HugeSize);
-            if (!TryFindPde(chunk, out PhysicalAddress pdeSlot))
+        ForEachMapping(
+            start.Value,
+            end,
+            onWholeHugeLeaf: (chunk, pdeSlot, pde) => ZapHugePmd(chunk, pdeSlot, pde),
+            onPte: (slot, pte) =>
             {
-                continue;
-            }
-
-            ulong pde = Read(pdeSlot);
-            if (IsHugeLeaf(pde))
-            {
-                if (from == chunk && to == chunk + HugeSize)
-                {
-                    ZapHugePmd(chunk, pdeSlot, pde);
-                    continue;
-                }
-
-                SplitLocked(chunk, pdeSlot, pde);
-                pde = Read(pdeSlot);
-            }
-
-            if ((pde & P) == 0)
-            {
-                continue;
-            }
-
-            PhysicalAddress table = PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K);
-            for (ulong va = from; va < to; va += PageSize4K)
-            {
-                PhysicalAddress slot = PteSlot(table, va);
-                ulong pte = Read(slot);
-                if (!IsMapped(pte))
-                {
-                    continue;
-                }
-
                 Write(slot, 0);
                 ReleasePte(pte);
-            }
-        }
+            });
     }
 
     /// <summary>
@@ -281,9 +249,24 @@ public sealed class AddressSpace
         ulong end = CheckRange(start, length);
         CheckProtection(protection);
         Vmas.Modify(start, VirtualAddress.FromRaw(end), v => v with { Protection = protection });
-        for (ulong chunk = start.Value & ~(HugeSize - 1); chunk < end; chunk += HugeSize)
+        ForEachMapping(
+            start.Value,
+            end,
+            onWholeHugeLeaf: (_, pdeSlot, pde) => Write(pdeSlot, Reprotect(pde, protection, IsHugeZero(pde))),
+            onPte: (slot, pte) => Write(slot, Reprotect(pte, protection, FrameOf(pte) == ZeroPage.HeadFrame)));
+    }
+
+    /// <summary>
+    /// Visits the mappings of <c>[start, end)</c> for a range operation, as Linux's page-range walks do for munmap and
+    /// mprotect: a PMD leaf wholly inside the range goes to <paramref name="onWholeHugeLeaf"/> (chunk, PDE slot,
+    /// PDE); one only partly inside is split first (<c>__split_huge_pmd</c>); then every mapped PTE in the range goes
+    /// to <paramref name="onPte"/> (slot, PTE).
+    /// </summary>
+    private void ForEachMapping(ulong start, ulong end, Action<ulong, PhysicalAddress, ulong> onWholeHugeLeaf, Action<PhysicalAddress, ulong> onPte)
+    {
+        for (ulong chunk = start & ~(HugeSize - 1); chunk < end; chunk += HugeSize)
         {
-            ulong from = Math.Max(start.Value, chunk);
+            ulong from = Math.Max(start, chunk);
             ulong to = Math.Min(end, chunk + HugeSize);
             if (!TryFindPde(chunk, out PhysicalAddress pdeSlot))
             {
@@ -295,7 +278,7 @@ public sealed class AddressSpace
             {
                 if (from == chunk && to == chunk + HugeSize)
                 {
-                    Write(pdeSlot, Reprotect(pde, protection, IsHugeZero(pde)));
+                    onWholeHugeLeaf(chunk, pdeSlot, pde);
                     continue;
                 }
 
@@ -315,7 +298,7 @@ public sealed class AddressSpace
                 ulong pte = Read(slot);
                 if (IsMapped(pte))
                 {
-                    Write(slot, Reprotect(pte, protection, FrameOf(pte) == ZeroPage.HeadFrame));
+                    onPte(slot, pte);
                 }
             }
         }
