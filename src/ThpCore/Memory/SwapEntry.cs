@@ -186,27 +186,20 @@ public readonly struct SwapEntry : IEquatable<SwapEntry>
     /// special ones this model does not build (hwpoison, device-private, PTE markers). Bits 1, 2, 5, 6 and 7 are not
     /// part of the entry and are ignored.
     /// </summary>
-    public static bool TryFromPteRaw(ulong raw, out SwapEntry entry, out bool exclusive)
-    {
-        if (PteNone(raw) || PtePresent(raw))
-        {
-            entry = default;
-            exclusive = false;
-            return false;
-        }
-
-        entry = Decode(raw);
-        exclusive = (raw & ExclusiveBit) != 0;
-        return true;
-    }
+    public static bool TryFromPteRaw(ulong raw, out SwapEntry entry, out bool exclusive) =>
+        TryDecode(raw, PtePresent(raw), out entry, out exclusive);
 
     /// <summary>
     /// Decodes a PMD value: <see langword="true"/> iff it holds a swap-format entry (Linux <c>is_swap_pmd</c>:
     /// not none and not <see cref="PmdPresent"/>). The layout is the PTE's (<c>__pmd_to_swp_entry</c>).
     /// </summary>
-    public static bool TryFromPmdRaw(ulong raw, out SwapEntry entry, out bool exclusive)
+    public static bool TryFromPmdRaw(ulong raw, out SwapEntry entry, out bool exclusive) =>
+        TryDecode(raw, PmdPresent(raw), out entry, out exclusive);
+
+    // Linux is_swap_pte / is_swap_pmd: a swap-format entry is neither none nor present (by the level's own test).
+    private static bool TryDecode(ulong raw, bool present, out SwapEntry entry, out bool exclusive)
     {
-        if (PteNone(raw) || PmdPresent(raw))
+        if (PteNone(raw) || present)
         {
             entry = default;
             exclusive = false;
