@@ -23,7 +23,7 @@ namespace ThpCore.Memory;
 /// per frame (<see cref="FrameTable.BytesPerFrame"/>) for the whole size, up front.
 /// </para>
 /// </remarks>
-public sealed class MemoryNode : IFrameAllocator
+public sealed partial class MemoryNode : IFrameAllocator
 {
     private readonly Lock _lock = new();
 

@@ -41,7 +41,7 @@ namespace ThpCore.Mm;
 /// </para>
 /// <para>Not thread-safe: one caller at a time (Linux holds <c>mmap_lock</c> and the page-table locks).</para>
 /// </remarks>
-public sealed class AddressSpace
+public sealed partial class AddressSpace
 {
     /// <summary>
     /// The distance of <see cref="MmapBase"/> below <see cref="VmaList.TaskSize"/>: 128 MiB, Linux's minimum stack gap
