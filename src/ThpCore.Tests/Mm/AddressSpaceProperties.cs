@@ -12,10 +12,11 @@ using ThpCore.Paging;
 namespace ThpCore.Tests.Mm;
 
 /// <summary>
-/// Property: random sequences of map, access, protect and unmap on a small node keep the folio and frame books
+/// Property: random sequences of map, access, protect, unmap and madvise on a small node keep the folio and frame books
 /// straight: after every step each folio reachable from the page tables has exactly one reference per mapping
 /// (so RefCount ≥ MapCount + pins), each frame is exactly one of free, page table (reachable or deposited), data
-/// (a mapped folio or a zero page) or reserved, and every byte written reads back.
+/// (a mapped folio or a zero page) or reserved, every PMD leaf lies inside one VMA, and every byte written reads back
+/// (zero after <see cref="Advice.DontNeed"/>).
 /// </summary>
 public sealed class AddressSpaceProperties
 {
@@ -28,6 +29,8 @@ public sealed class AddressSpaceProperties
         Protection.Read | Protection.Write, Protection.Read | Protection.Write, Protection.Read, Protection.None, Protection.Read | Protection.Write | Protection.Execute,
     };
 
+    private static readonly Advice[] s_advice = { Advice.DontNeed, Advice.DontNeed, Advice.HugePage, Advice.NoHugePage };
+
     private static readonly ulong[] s_lengths = { K4, 3 * K4, 16 * K4, M2, 2 * M2, M2 + (5 * K4) };
 
     public enum OpKind
@@ -37,6 +40,7 @@ public sealed class AddressSpaceProperties
         Write,
         Protect,
         Unmap,
+        Advise,
     }
 
     public sealed record Op(OpKind Kind, int Vma, int Page, int Pages, int Attribute)
@@ -51,7 +55,7 @@ public sealed class AddressSpaceProperties
     }
 
     private static readonly Gen<Op> s_opGen =
-        from kind in Gen.Elements(OpKind.Map, OpKind.Read, OpKind.Write, OpKind.Write, OpKind.Write, OpKind.Protect, OpKind.Unmap)
+        from kind in Gen.Elements(OpKind.Map, OpKind.Read, OpKind.Write, OpKind.Write, OpKind.Write, OpKind.Protect, OpKind.Unmap, OpKind.Advise)
         from vma in Gen.Choose(0, 7)
         from page in Gen.Choose(0, 1100)
         from pages in Gen.Elements(1, 1, 2, 7, 512, 600)
@@ -66,7 +70,7 @@ public sealed class AddressSpaceProperties
         select new Scenario(enabled, zero, ops);
 
     [Property(MaxTest = 150)]
-    public Property Random_map_access_protect_unmap_sequences_keep_folios_frames_and_bytes_consistent() =>
+    public Property Random_map_access_protect_unmap_madvise_sequences_keep_folios_frames_and_bytes_consistent() =>
         Prop.ForAll(Arb.From(s_scenarioGen), scenario =>
         {
             string? problem = Run(scenario);
@@ -131,12 +135,24 @@ public sealed class AddressSpaceProperties
                         space.Protect(VirtualAddress.FromRaw(page), pages * K4, s_protections[op.Attribute % s_protections.Length]);
                         break;
                     case OpKind.Unmap:
-                        space.Unmap(VirtualAddress.FromRaw(page), pages * K4);
+                    case OpKind.Advise when s_advice[op.Attribute % s_advice.Length] == Advice.DontNeed:
+                        if (op.Kind == OpKind.Unmap)
+                        {
+                            space.Unmap(VirtualAddress.FromRaw(page), pages * K4);
+                        }
+                        else
+                        {
+                            space.Advise(VirtualAddress.FromRaw(page), pages * K4, Advice.DontNeed);
+                        }
+
                         for (ulong p = 0; p < pages; p++)
                         {
                             written.Remove(page + (p * K4));
                         }
 
+                        break;
+                    case OpKind.Advise:
+                        space.Advise(VirtualAddress.FromRaw(page), pages * K4, s_advice[op.Attribute % s_advice.Length]);
                         break;
                 }
             }
@@ -158,11 +174,14 @@ public sealed class AddressSpaceProperties
         long tables = 0;
         long hugeLeaves = 0;
 
-        void Visit(ulong table, int level)
+        string? straddling = null;
+
+        void Visit(ulong table, int level, ulong baseVa)
         {
             tables++;
             for (ulong i = 0; i < 512; i++)
             {
+                ulong va = baseVa + (i << (12 + (9 * (level - 1))));
                 ulong raw = ((IPhysicalMemory)node.Memory).ReadUInt64(PhysicalAddress.Create(table + (i * 8)));
                 if ((raw & 0x101) == 0)
                 {
@@ -172,7 +191,7 @@ public sealed class AddressSpaceProperties
                 bool leaf = level == 1 || (level == 2 && (raw & 0x80) != 0);
                 if (!leaf)
                 {
-                    Visit(raw & PageTableEntry.AddressMask4K, level - 1);
+                    Visit(raw & PageTableEntry.AddressMask4K, level - 1, va);
                     continue;
                 }
 
@@ -180,6 +199,11 @@ public sealed class AddressSpaceProperties
                 if (level == 2)
                 {
                     hugeLeaves++;
+                    Vma? vma = space.Vmas.Find(VirtualAddress.FromRaw(va));
+                    if (vma is null || vma.End.Value < va + M2)
+                    {
+                        straddling ??= $"the PMD leaf at {va:x} is not inside one VMA ({vma})";
+                    }
                 }
 
                 if (frame == space.ZeroPage.HeadFrame)
@@ -197,7 +221,12 @@ public sealed class AddressSpaceProperties
             }
         }
 
-        Visit(space.Root.Value, (int)space.Cpu.PagingMode);
+        Visit(space.Root.Value, (int)space.Cpu.PagingMode, 0);
+        if (straddling is not null)
+        {
+            return straddling;
+        }
+
         long dataFrames = 1 + (space.HugeZeroPage is null ? 0 : 512);
         foreach ((ulong head, int count) in mappings)
         {

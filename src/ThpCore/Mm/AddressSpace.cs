@@ -196,15 +196,7 @@ public sealed partial class AddressSpace
     {
         ulong end = CheckRange(start, length);
         Vmas.Remove(start, VirtualAddress.FromRaw(end));
-        ForEachMapping(
-            start.Value,
-            end,
-            onWholeHugeLeaf: (chunk, pdeSlot, pde) => ZapHugePmd(chunk, pdeSlot, pde),
-            onPte: (slot, pte) =>
-            {
-                Write(slot, 0);
-                ReleasePte(pte);
-            });
+        ZapRange(start.Value, end);
     }
 
     /// <summary>
@@ -255,6 +247,23 @@ public sealed partial class AddressSpace
             onWholeHugeLeaf: (_, pdeSlot, pde) => Write(pdeSlot, Reprotect(pde, protection, IsHugeZero(pde))),
             onPte: (slot, pte) => Write(slot, Reprotect(pte, protection, FrameOf(pte) == ZeroPage.HeadFrame)));
     }
+
+    /// <summary>
+    /// Clears every PTE and PMD of <c>[start, end)</c> and puts the folios' references, as Linux's
+    /// <c>unmap_page_range</c> does for munmap and <c>MADV_DONTNEED</c>: a PMD leaf wholly inside is zapped with its
+    /// deposited table (<c>zap_huge_pmd</c>), one only partly inside is split first (<c>zap_pmd_range</c>), and a THP
+    /// left partly mapped goes on the deferred-split queue (<see cref="ReleasePte"/>). The VMAs are not touched.
+    /// </summary>
+    private void ZapRange(ulong start, ulong end) =>
+        ForEachMapping(
+            start,
+            end,
+            onWholeHugeLeaf: (chunk, pdeSlot, pde) => ZapHugePmd(chunk, pdeSlot, pde),
+            onPte: (slot, pte) =>
+            {
+                Write(slot, 0);
+                ReleasePte(pte);
+            });
 
     /// <summary>
     /// Visits the mappings of <c>[start, end)</c> for a range operation, as Linux's page-range walks do for munmap and
