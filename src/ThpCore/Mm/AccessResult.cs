@@ -42,6 +42,12 @@ public enum FaultAction : byte
 
     /// <summary>A THP could not be allocated (<c>thp_fault_fallback</c>); a 4 KiB page or the 4 KiB zero page was mapped instead.</summary>
     FellBackToSmallPage = 6,
+
+    /// <summary>
+    /// A write to a page shared after <see cref="AddressSpace.Fork"/> got a private copy of it (<c>wp_page_copy</c>):
+    /// copy-on-write.
+    /// </summary>
+    CopiedPage = 7,
 }
 
 /// <summary>The outcome of one user-mode access through <see cref="AddressSpace.Access"/>.</summary>

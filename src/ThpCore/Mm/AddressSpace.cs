@@ -231,8 +231,8 @@ public sealed partial class AddressSpace
     /// <see cref="VmaList.Modify"/> (split and re-merged), and R/W and XD of every present PTE and PMD in the range are
     /// rewritten (<c>change_protection</c>). A PMD leaf that straddles the range's edge is split first
     /// (<c>change_pmd_range</c> → <c>__split_huge_pmd</c>), and stays split when the rights are changed back. R/W is set
-    /// when the VMA is writable and the entry maps no zero page (every anonymous page here is exclusive, so
-    /// <c>can_change_pte_writable</c> allows it); <see cref="Protection.None"/> makes the entries <c>PROT_NONE</c>.
+    /// when the VMA is writable and the entry maps an anon-exclusive page (<c>can_change_pte_writable</c>; a page shared
+    /// after <see cref="Fork"/> or a zero page stays read-only); <see cref="Protection.None"/> makes the entries <c>PROT_NONE</c>.
     /// </summary>
     /// <exception cref="ArgumentException">The range is not page-aligned or is empty, or <paramref name="protection"/> is not defined.</exception>
     /// <exception cref="InvalidOperationException">Part of the range is not mapped (Linux: <c>-ENOMEM</c>); nothing is changed.</exception>
@@ -244,8 +244,8 @@ public sealed partial class AddressSpace
         ForEachMapping(
             start.Value,
             end,
-            onWholeHugeLeaf: (_, pdeSlot, pde) => Write(pdeSlot, Reprotect(pde, protection, IsHugeZero(pde))),
-            onPte: (slot, pte) => Write(slot, Reprotect(pte, protection, FrameOf(pte) == ZeroPage.HeadFrame)));
+            onWholeHugeLeaf: (_, pdeSlot, pde) => Write(pdeSlot, Reprotect(pde, protection, IsHugeZero(pde) || !Node.FolioOf((pde & PageTableEntry.AddressMask2M) >> 12).IsAnonExclusive(0))),
+            onPte: (slot, pte) => Write(slot, Reprotect(pte, protection, FrameOf(pte) == ZeroPage.HeadFrame || !IsExclusivePte(pte))));
     }
 
     /// <summary>
@@ -508,12 +508,14 @@ public sealed partial class AddressSpace
                 return FaultAction.None;
             }
 
-            if (!IsHugeZero(pde))
+            if (!IsHugeZero(pde) && CanReuseHugePmd(pde))
             {
                 // do_huge_pmd_wp_page reusing an exclusive THP.
                 Write(pdeSlot, pde | RW | D | A);
                 return FaultAction.None;
             }
+
+            // The huge zero page, or a THP shared after fork: split and fall back to a 4 KiB copy.
 
             SplitLocked(chunk, pdeSlot, pde);
             pde = Read(pdeSlot);
@@ -555,9 +557,8 @@ public sealed partial class AddressSpace
         {
             if (FrameOf(pte) != ZeroPage.HeadFrame)
             {
-                // do_wp_page reusing an exclusive anonymous page.
-                Write(slot, pte | RW | D | A);
-                return FaultAction.None;
+                // do_wp_page: reuse an exclusive anonymous page, or copy a shared one.
+                return WriteProtectFault(vma, slot, pte);
             }
 
             // wp_page_copy: a new zeroed page (the zero page's contents), then clear-and-flush and install.
@@ -706,7 +707,7 @@ public sealed partial class AddressSpace
 
         Folio folio = Node.FolioOf(frame);
         folio.RemovePteMapping((int)(frame - folio.HeadFrame));
-        if (folio.IsLarge && folio.MapCount > 0 && !folio.IsPartiallyMapped)
+        if (folio.IsLarge && folio.MapCount > 0 && folio.EntireMapCount == 0 && !folio.IsPartiallyMapped)
         {
             // __folio_remove_rmap: still mapped, but not wholly: deferred_split_folio(folio, true).
             folio.QueueForDeferredSplit(partiallyMapped: true);
