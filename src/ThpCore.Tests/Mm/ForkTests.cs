@@ -297,6 +297,32 @@ public sealed class ForkTests
     }
 
     [Fact]
+    public void The_huge_zero_page_and_the_zero_page_are_shared_read_only_without_references()
+    {
+        AddressSpace parent = AddressSpaceTests.Create(s_always);
+        VirtualAddress start = parent.Map(2 * M2, Rw);
+        Assert.Equal(FaultAction.MappedHugeZeroPage, parent.Access(start, AccessKind.Read).Fault);
+        Folio huge = parent.HugeZeroPage!.Value;
+        ulong before = parent.Node.Buddy.FreeFrames;
+
+        AddressSpace child = parent.Fork();
+
+        Assert.Equal(huge, child.HugeZeroPage);
+        Assert.Equal(parent.ZeroPage, child.ZeroPage);
+        Assert.Equal(1, huge.RefCount);
+        PageTableEntry c = Pde(child, start.Value);
+        Assert.True(c.IsLeaf && !c.IsWritable && c.IsAccessed);
+        Assert.Equal(huge.Address, c.Address);
+        Assert.Equal(before - 4, parent.Node.Buddy.FreeFrames);
+
+        // The child writes: the huge zero PMD is split into zero-page PTEs and one page is copied.
+        Assert.Equal(FaultAction.CopiedZeroPage, Store(child, start.Add(K4), 0x7));
+        Assert.True(Pde(parent, start.Value).IsLeaf);
+        Assert.Equal(0UL, Load(parent, start.Add(K4)));
+        Assert.Equal(parent.ZeroPage.Address, Pte(child, start.Value).Address);
+    }
+
+    [Fact]
     public void After_the_child_unmaps_everything_only_its_page_tables_stay_allocated()
     {
         (AddressSpace parent, VirtualAddress start, Folio folio) = MappedThp();

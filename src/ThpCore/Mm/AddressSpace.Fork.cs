@@ -48,7 +48,7 @@ public sealed partial class AddressSpace
     /// copied as above, so a pinned THP leaves the parent PTE-mapped and the child with 512 copied pages. Otherwise
     /// the head's anon-exclusive flag is cleared, the folio gains a PMD mapping (entire map count) and a reference, both
     /// PMDs lose R/W, the child's is made old, and the child gets its own deposited table. The huge zero page is shared
-    /// read-only the same way, with a deposited table and no reference.
+    /// read-only, with a deposited table and no reference (<c>set_huge_zero_folio</c>: a fresh entry, not made old).
     /// </para>
     /// <para>
     /// <b>Simplified.</b> The VMAs are copied as they are, anonymous VMA ids included: there is no <c>anon_vma</c> tree
@@ -157,9 +157,11 @@ public sealed partial class AddressSpace
             folio.Get();
             folio.AddPmdMapping();
             Write(pdeSlot, pde & ~RW);
+            pde &= ~(RW | A);
         }
 
-        child.Write(childSlot, pde & ~(RW | A));
+        // set_huge_zero_folio builds the huge zero page's PMD afresh from vm_page_prot, so it is not made old.
+        child.Write(childSlot, pde);
         return true;
     }
 

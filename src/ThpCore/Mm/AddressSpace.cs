@@ -13,7 +13,7 @@ namespace ThpCore.Mm;
 /// </summary>
 /// <remarks>
 /// <para>
-/// <b>Scope.</b> Private anonymous memory only, one address space, no fork, no swap, no khugepaged, no reclaim. Page
+/// <b>Scope.</b> Private anonymous memory only; <see cref="Fork"/> shares pages copy-on-write; no swap, no khugepaged, no reclaim. Page
 /// tables are built with x86-64 Linux's bits: a table entry is P|R/W|U/S|A (<c>_PAGE_TABLE</c>); a leaf has P, U/S, A
 /// (x86's <c>vm_page_prot</c> always carries A), XD unless the VMA is executable, and R/W|D when it maps a private
 /// page of a writable VMA. A PMD leaf of an anonymous THP is always dirty (<c>pmd_mkdirty</c> in
@@ -335,6 +335,13 @@ public sealed partial class AddressSpace
     /// splits the PMD into 512 zero-page PTEs and then copies the one page written. That is Linux up to v6.13
     /// (<c>do_huge_pmd_wp_page</c> falls back after <c>__split_huge_pmd</c>); v6.14 added <c>do_huge_zero_wp_pmd</c>, which
     /// first tries to map a whole new THP — not modelled.</item>
+    /// <item>a write to a read-only PTE of an anonymous page (shared after <see cref="Fork"/>, or made read-only by
+    /// <see cref="Protect"/>) reuses the page when it is anon-exclusive, or order-0 with a reference count of 1
+    /// (<c>wp_can_reuse_anon_folio</c>; it becomes exclusive); otherwise it gets a private copy
+    /// (<see cref="FaultAction.CopiedPage"/>) and the old page loses a mapping and a reference. A page of a large folio
+    /// that is not exclusive is always copied (Linux before v6.16).</item>
+    /// <item>a write to a read-only PMD of a THP reuses it when the head is anon-exclusive or the reference count is 1
+    /// (<c>do_huge_pmd_wp_page</c>); otherwise the PMD is split and the fault falls back to the 4 KiB copy above.</item>
     /// </list>
     /// </remarks>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="kind"/> is not defined.</exception>
