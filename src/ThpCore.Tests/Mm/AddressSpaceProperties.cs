@@ -12,11 +12,12 @@ using ThpCore.Paging;
 namespace ThpCore.Tests.Mm;
 
 /// <summary>
-/// Property: random sequences of map, access, protect, unmap and madvise on a small node keep the folio and frame books
-/// straight: after every step each folio reachable from the page tables has exactly one reference per mapping
+/// Property: random sequences of map, access, protect, unmap, madvise and fork on a small node keep the folio and frame
+/// books straight: after every step each folio reachable from the page tables of any of the address spaces (a parent
+/// and up to two fork children) has exactly one reference per mapping
 /// (so RefCount ≥ MapCount + pins), each frame is exactly one of free, page table (reachable or deposited), data
 /// (a mapped folio or a zero page) or reserved, every PMD leaf lies inside one VMA, and every byte written reads back
-/// (zero after <see cref="Advice.DontNeed"/>).
+/// (zero after <see cref="Advice.DontNeed"/>) in the space that wrote it, and in a child the parent's bytes at fork.
 /// </summary>
 public sealed class AddressSpaceProperties
 {
@@ -41,12 +42,13 @@ public sealed class AddressSpaceProperties
         Protect,
         Unmap,
         Advise,
+        Fork,
     }
 
-    public sealed record Op(OpKind Kind, int Vma, int Page, int Pages, int Attribute)
+    public sealed record Op(OpKind Kind, int Vma, int Page, int Pages, int Attribute, int Space)
     {
         public override string ToString() =>
-            string.Create(CultureInfo.InvariantCulture, $"{Kind}(vma {Vma}, page {Page}, pages {Pages}, attr {Attribute})");
+            string.Create(CultureInfo.InvariantCulture, $"{Kind}(space {Space}, vma {Vma}, page {Page}, pages {Pages}, attr {Attribute})");
     }
 
     public sealed record Scenario(ThpEnabled Enabled, bool UseZeroPage, Op[] Ops)
@@ -55,12 +57,13 @@ public sealed class AddressSpaceProperties
     }
 
     private static readonly Gen<Op> s_opGen =
-        from kind in Gen.Elements(OpKind.Map, OpKind.Read, OpKind.Write, OpKind.Write, OpKind.Write, OpKind.Protect, OpKind.Unmap, OpKind.Advise)
+        from kind in Gen.Elements(OpKind.Map, OpKind.Read, OpKind.Write, OpKind.Write, OpKind.Write, OpKind.Protect, OpKind.Unmap, OpKind.Advise, OpKind.Fork)
         from vma in Gen.Choose(0, 7)
         from page in Gen.Choose(0, 1100)
         from pages in Gen.Elements(1, 1, 2, 7, 512, 600)
         from attribute in Gen.Choose(0, 5)
-        select new Op(kind, vma, page, pages, attribute);
+        from space in Gen.Choose(0, 2)
+        select new Op(kind, vma, page, pages, attribute, space);
 
     private static readonly Gen<Scenario> s_scenarioGen =
         from enabled in Gen.Elements(ThpEnabled.Always, ThpEnabled.Always, ThpEnabled.Madvise, ThpEnabled.Never)
@@ -70,7 +73,7 @@ public sealed class AddressSpaceProperties
         select new Scenario(enabled, zero, ops);
 
     [Property(MaxTest = 150)]
-    public Property Random_map_access_protect_unmap_madvise_sequences_keep_folios_frames_and_bytes_consistent() =>
+    public Property Random_map_access_protect_unmap_madvise_fork_sequences_keep_folios_frames_and_bytes_consistent() =>
         Prop.ForAll(Arb.From(s_scenarioGen), scenario =>
         {
             string? problem = Run(scenario);
@@ -79,14 +82,23 @@ public sealed class AddressSpaceProperties
 
     private static string? Run(Scenario scenario)
     {
-        var space = new AddressSpace(new MemoryNode(24UL << 20), new ThpSettings { Enabled = scenario.Enabled, UseZeroPage = scenario.UseZeroPage });
-        var written = new Dictionary<ulong, byte>();
+        var first = new AddressSpace(new MemoryNode(24UL << 20), new ThpSettings { Enabled = scenario.Enabled, UseZeroPage = scenario.UseZeroPage });
+        var spaces = new List<(AddressSpace Space, Dictionary<ulong, byte> Written)> { (first, new Dictionary<ulong, byte>()) };
         byte next = 1;
         for (int step = 0; step < scenario.Ops.Length; step++)
         {
             Op op = scenario.Ops[step];
+            (AddressSpace space, Dictionary<ulong, byte> written) = spaces[op.Space % spaces.Count];
             IReadOnlyList<Vma> vmas = space.Vmas.All;
-            if (op.Kind == OpKind.Map || vmas.Count == 0)
+            if (op.Kind == OpKind.Fork)
+            {
+                // Fork only allocates page tables here (nothing is pinned); keep clear of running out part-way.
+                if (spaces.Count < 3 && space.Node.Buddy.FreeFrames > 64)
+                {
+                    spaces.Add((space.Fork(), new Dictionary<ulong, byte>(written)));
+                }
+            }
+            else if (op.Kind == OpKind.Map || vmas.Count == 0)
             {
                 VmaFlags flags = VmaFlags.Anonymous | (op.Attribute == 1 ? VmaFlags.HugePage : op.Attribute == 2 ? VmaFlags.NoHugePage : VmaFlags.None);
                 space.Map(s_lengths[op.Page % s_lengths.Length], s_protections[op.Attribute % s_protections.Length], flags);
@@ -157,7 +169,7 @@ public sealed class AddressSpaceProperties
                 }
             }
 
-            string? broken = CheckBooks(space);
+            string? broken = CheckBooks(spaces.Select(s => s.Space).ToList());
             if (broken is not null)
             {
                 return $"after step {step} {op}: {broken}";
@@ -167,14 +179,16 @@ public sealed class AddressSpaceProperties
         return null;
     }
 
-    private static string? CheckBooks(AddressSpace space)
+    private static string? CheckBooks(List<AddressSpace> spaces)
     {
-        MemoryNode node = space.Node;
+        MemoryNode node = spaces[0].Node;
         var mappings = new Dictionary<ulong, int>();
+        var zeroPages = new HashSet<Folio>();
         long tables = 0;
         long hugeLeaves = 0;
 
         string? straddling = null;
+        AddressSpace space = spaces[0];
 
         void Visit(ulong table, int level, ulong baseVa)
         {
@@ -221,13 +235,24 @@ public sealed class AddressSpaceProperties
             }
         }
 
-        Visit(space.Root.Value, (int)space.Cpu.PagingMode, 0);
+        foreach (AddressSpace each in spaces)
+        {
+            space = each;
+            zeroPages.Add(each.ZeroPage);
+            if (each.HugeZeroPage is Folio huge)
+            {
+                zeroPages.Add(huge);
+            }
+
+            Visit(each.Root.Value, (int)each.Cpu.PagingMode, 0);
+        }
+
         if (straddling is not null)
         {
             return straddling;
         }
 
-        long dataFrames = 1 + (space.HugeZeroPage is null ? 0 : 512);
+        long dataFrames = zeroPages.Sum(z => (long)z.PageCount);
         foreach ((ulong head, int count) in mappings)
         {
             Folio folio = node.FolioOf(head);
