@@ -186,6 +186,102 @@ public sealed class MremapTests
     }
 
     [Fact]
+    public void A_whole_thp_moved_to_an_unaligned_address_is_split_and_its_ptes_moved_in_order()
+    {
+        (AddressSpace space, VirtualAddress start, Folio folio) = MappedThp();
+        VirtualAddress target = s_away.Add(K4);
+
+        Assert.Equal(target, space.Remap(start, M2, M2, MoveTo, target));
+
+        Assert.Equal(1, space.Counters.Get(VmEvent.ThpSplitPmd));
+        for (int i = 0; i < 512; i++)
+        {
+            Assert.Equal(folio.Address.Add((ulong)i * K4), Pte(space, target.Value + ((ulong)i * K4)).Address);
+        }
+
+        Assert.Equal(0UL, AddressSpaceTests.Entry(space, start.Value, PagingLevel.Pt));
+        Assert.Equal(512, folio.RefCount);
+        Assert.Equal(512, folio.MapCount);
+        Assert.Equal(0, folio.EntireMapCount);
+        Assert.False(folio.IsOnDeferredSplitQueue);
+    }
+
+    [Fact]
+    public void A_whole_aligned_page_table_moves_as_one_pde()
+    {
+        AddressSpace space = AddressSpaceTests.Create(new ThpSettings { Enabled = ThpEnabled.Never });
+        VirtualAddress start = space.Map(2 * M2, Rw);
+        Assert.Equal(0UL, start.Value & (M2 - 1));
+        Assert.Equal(FaultAction.MappedPage, space.Access(start.Add(5 * K4), AccessKind.Write).Fault);
+        PageTableEntry pde = Pde(space, start.Value);
+        Folio page = space.Node.FolioOf(Pte(space, start.Value + (5 * K4)).Address.FrameNumber);
+
+        Assert.Equal(s_away, space.Remap(start, M2, M2, MoveTo, s_away));
+
+        Assert.Equal(pde.Raw, Pde(space, s_away.Value).Raw);
+        Assert.Equal(0UL, AddressSpaceTests.Entry(space, start.Value, PagingLevel.Pd));
+        Assert.Equal(page.Address, Pte(space, s_away.Value + (5 * K4)).Address);
+        Assert.Equal(1, page.RefCount);
+        Assert.Equal(1, page.MapCount);
+    }
+
+    [Fact]
+    public void An_empty_page_table_left_at_a_whole_destination_pmd_is_freed_and_the_thp_moves_whole()
+    {
+        (AddressSpace space, VirtualAddress start, Folio folio) = MappedThp();
+        // A page of the second THP moved to s_away builds a page table there (splitting that THP); unmapped, the table stays.
+        Assert.Equal(FaultAction.MappedHugePage, space.Access(start.Add(M2), AccessKind.Write).Fault);
+        space.Remap(start.Add(M2), K4, K4, MoveTo, s_away);
+        space.Unmap(s_away, K4);
+        Assert.True(Pde(space, s_away.Value).IsPresent);
+        ulong free = space.Node.Buddy.FreeFrames;
+
+        space.Remap(start, M2, M2, MoveTo, s_away);
+
+        Assert.True(Pde(space, s_away.Value).IsLeaf);
+        Assert.Equal(folio.Address, Pde(space, s_away.Value).Address);
+        Assert.Equal(free + 1, space.Node.Buddy.FreeFrames);
+        Assert.Equal(1, space.Counters.Get(VmEvent.ThpSplitPmd));
+    }
+
+    [Fact]
+    public void The_huge_zero_page_moves_whole_or_splits_into_zero_page_ptes()
+    {
+        AddressSpace space = AddressSpaceTests.Create(s_always);
+        VirtualAddress start = space.Map(2 * M2, Rw);
+        Assert.Equal(FaultAction.MappedHugeZeroPage, space.Access(start, AccessKind.Read).Fault);
+        Assert.Equal(FaultAction.MappedHugeZeroPage, space.Access(start.Add(M2), AccessKind.Read).Fault);
+
+        space.Remap(start, M2, M2, MoveTo, s_away);
+        space.Remap(start.Add(M2 + K4), K4, K4, MoveTo, s_away.Add(8 * M2));
+
+        Assert.Equal(space.HugeZeroPage!.Value.Address, Pde(space, s_away.Value).Address);
+        Assert.True(Pde(space, s_away.Value).IsLeaf);
+        Assert.Equal(space.ZeroPage.Address, Pte(space, s_away.Value + (8 * M2)).Address);
+        Assert.False(Pte(space, s_away.Value + (8 * M2)).IsWritable);
+        Assert.Equal(1, space.Counters.Get(VmEvent.ThpSplitPmd));
+        Assert.Equal(FaultAction.CopiedZeroPage, space.Access(s_away.Add(8 * M2), AccessKind.Write).Fault);
+    }
+
+    [Fact]
+    public void A_fixed_move_that_shrinks_unmaps_the_source_tail_and_the_destination_first()
+    {
+        (AddressSpace space, VirtualAddress start, Folio folio) = MappedThp();
+        VirtualAddress other = space.Map(M2, Rw);
+        Assert.Equal(FaultAction.MappedHugePage, space.Access(other, AccessKind.Write).Fault);
+        ulong otherFrame = Pde(space, other.Value).Address.FrameNumber;
+
+        Assert.Equal(other, space.Remap(start, 2 * M2, M2, MoveTo, other));
+
+        Assert.True((space.Node.Frames.Describe(otherFrame).Flags & FrameFlags.Free) != 0);
+        Assert.Equal(folio.Address, Pde(space, other.Value).Address);
+        Assert.Null(space.Vmas.Find(start));
+        Assert.Null(space.Vmas.Find(start.Add(M2)));
+        Assert.Equal(other.Add(M2), space.Vmas.Find(other)!.End);
+        Assert.Equal(start.Value >> 12, space.Vmas.Find(other)!.PageOffset);
+    }
+
+    [Fact]
     public void Refusals_change_nothing()
     {
         (AddressSpace space, VirtualAddress start, Folio folio) = MappedThp();
