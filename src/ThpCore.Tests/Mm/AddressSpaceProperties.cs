@@ -167,7 +167,7 @@ public sealed class AddressSpaceProperties
         return null;
     }
 
-    private static string? CheckBooks(AddressSpace space)
+    internal static string? CheckBooks(AddressSpace space)
     {
         MemoryNode node = space.Node;
         var mappings = new Dictionary<ulong, int>();
