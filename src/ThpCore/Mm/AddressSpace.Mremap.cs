@@ -39,7 +39,7 @@ public sealed partial class AddressSpace
     /// is a whole aligned 2 MiB on both sides moves as one entry with its deposited table (<c>move_huge_pmd</c>); a PMD
     /// leaf in a shorter extent is split first (<c>split_huge_pmd</c>, counted as <c>thp_split_pmd</c>) and its PTEs in
     /// the extent move one by one (<c>move_ptes</c>); a whole aligned page table moves as one PDE
-    /// (<c>move_normal_pmd</c>, x86 has <c>CONFIG_HAVE_MOVE_PMD</c>). Entries keep their bits (A, D, rights); folios
+    /// (<c>move_normal_pmd</c>, x86 has <c>CONFIG_HAVE_MOVE_PMD</c>). Entries keep their bits (A, D, rights; Linux also sets soft-dirty on them, which is not modelled); folios
     /// keep their references and map counts, and a PTE-mapped THP stays PTE-mapped where it lands. The grown part of a
     /// moved range is not populated.
     /// </para>
