@@ -179,7 +179,7 @@ public sealed class AddressSpaceProperties
         return null;
     }
 
-    private static string? CheckBooks(List<AddressSpace> spaces)
+    internal static string? CheckBooks(List<AddressSpace> spaces)
     {
         MemoryNode node = spaces[0].Node;
         var mappings = new Dictionary<ulong, int>();
