@@ -48,6 +48,12 @@ public enum FaultAction : byte
     /// copy-on-write.
     /// </summary>
     CopiedPage = 7,
+
+    /// <summary>
+    /// A PTE holding a swap entry was refaulted (<c>do_swap_page</c>): the page was mapped from the folio still in the
+    /// swap cache, or read back from the swap device into a new order-0 page (<c>pswpin</c>).
+    /// </summary>
+    SwapIn = 8,
 }
 
 /// <summary>The outcome of one user-mode access through <see cref="AddressSpace.Access"/>.</summary>

@@ -541,6 +541,11 @@ public sealed partial class AddressSpace
 
         PhysicalAddress slot = PteSlot(PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K), address.Value);
         ulong pte = Read(slot);
+        if (!IsMapped(pte) && pte != 0)
+        {
+            return SwapInFault(vma, slot, pte, write);
+        }
+
         if (!IsMapped(pte))
         {
             if (!write)
