@@ -70,6 +70,22 @@ public sealed class GupTests
     }
 
     [Fact]
+    public void A_read_pin_of_a_fresh_thp_range_pins_the_huge_zero_page_once_per_page()
+    {
+        AddressSpace space = AddressSpaceTests.Create(s_always);
+        VirtualAddress start = space.Map(2 * M2, Rw);
+
+        PinHandle pin = space.Pin(start, 3 * K4, write: false);
+
+        Folio huge = Assert.NotNull(space.HugeZeroPage);
+        Assert.Equal(huge.Address, Pde(space, start.Value).Address);
+        Assert.Equal(huge.Address.Add(2 * K4), pin.Pages[2]);
+        Assert.Equal(3, huge.PinCount);
+        pin.Dispose();
+        Assert.Equal(0, huge.PinCount);
+    }
+
+    [Fact]
     public void A_write_pin_replaces_the_zero_page_with_a_private_pinned_page()
     {
         AddressSpace space = AddressSpaceTests.Create(s_never);
