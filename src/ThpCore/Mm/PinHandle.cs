@@ -17,14 +17,14 @@ namespace ThpCore.Mm;
 /// </remarks>
 public sealed class PinHandle : IDisposable
 {
-    private readonly PhysicalAddress[] _pages;
+    private readonly IReadOnlyList<PhysicalAddress> _pages;
     private readonly Folio[] _folios;
     private readonly bool[] _pinned;
     private bool _disposed;
 
     internal PinHandle(PhysicalAddress[] pages, Folio[] folios, bool[] pinned)
     {
-        _pages = pages;
+        _pages = Array.AsReadOnly(pages);
         _folios = folios;
         _pinned = pinned;
     }
