@@ -43,9 +43,34 @@ public sealed class AddressSpaceTests
         }
     }
 
-    private static PageTableEntry Pte(AddressSpace space, ulong va) => new(PagingLevel.Pt, Entry(space, va, PagingLevel.Pt) ?? 0);
+    internal static PageTableEntry Pte(AddressSpace space, ulong va) => new(PagingLevel.Pt, Entry(space, va, PagingLevel.Pt) ?? 0);
 
-    private static PageTableEntry Pde(AddressSpace space, ulong va) => new(PagingLevel.Pd, Entry(space, va, PagingLevel.Pd) ?? 0);
+    internal static PageTableEntry Pde(AddressSpace space, ulong va) => new(PagingLevel.Pd, Entry(space, va, PagingLevel.Pd) ?? 0);
+
+    /// <summary>
+    /// The seed thread's "PTE-mapped THP": a page table (no PMD leaf) of 512 present, writable, user, dirty,
+    /// accessed, no-execute PTEs mapping subpages 0..511 of <paramref name="folio"/> in order, each mapped once and
+    /// anon-exclusive, the folio holding exactly those 512 references and mappings and off the deferred-split queue.
+    /// </summary>
+    internal static void AssertPteMappedInOrder(AddressSpace space, VirtualAddress start, Folio folio)
+    {
+        PageTableEntry pde = Pde(space, start.Value);
+        Assert.True(pde.IsPresent);
+        Assert.False(pde.IsLeaf);
+        for (int i = 0; i < 512; i++)
+        {
+            PageTableEntry pte = Pte(space, start.Value + ((ulong)i * K4));
+            Assert.True(pte.IsPresent && pte.IsWritable && pte.IsUser && pte.IsDirty && pte.IsAccessed && pte.IsExecuteDisable);
+            Assert.Equal(folio.Address.Add((ulong)i * K4), pte.Address);
+            Assert.Equal(1, folio.PageMapCount(i));
+            Assert.True(folio.IsAnonExclusive(i));
+        }
+
+        Assert.Equal(512, folio.RefCount);
+        Assert.Equal(512, folio.MapCount);
+        Assert.Equal(0, folio.EntireMapCount);
+        Assert.False(folio.IsOnDeferredSplitQueue);
+    }
 
     [Fact]
     public void A_read_fault_on_a_small_mapping_maps_the_zero_page_read_only()
@@ -319,22 +344,7 @@ public sealed class AddressSpaceTests
         Vma vma = Assert.Single(space.Vmas.All);
         Assert.Equal(start, vma.Start);
         Assert.Equal(Rw, vma.Protection);
-        PageTableEntry pde = Pde(space, start.Value);
-        Assert.True(pde.IsPresent);
-        Assert.False(pde.IsLeaf);
-        for (int i = 0; i < 512; i++)
-        {
-            PageTableEntry pte = Pte(space, start.Value + ((ulong)i * K4));
-            Assert.True(pte.IsPresent && pte.IsWritable && pte.IsUser && pte.IsDirty && pte.IsAccessed && pte.IsExecuteDisable);
-            Assert.Equal(folio.Address.Add((ulong)i * K4), pte.Address);
-            Assert.Equal(1, folio.PageMapCount(i));
-            Assert.True(folio.IsAnonExclusive(i));
-        }
-
-        Assert.Equal(512, folio.RefCount);
-        Assert.Equal(512, folio.MapCount);
-        Assert.Equal(0, folio.EntireMapCount);
-        Assert.False(folio.IsOnDeferredSplitQueue);
+        AssertPteMappedInOrder(space, start, folio);
         Assert.Equal(1, space.Counters.Get(VmEvent.ThpSplitPmd));
         Assert.Equal(PageSize.Size4K, space.Access(start.Add(3 * K4), AccessKind.Write).PageSize);
     }

@@ -15,9 +15,9 @@ public sealed class GupTests
     private static readonly ThpSettings s_always = new() { Enabled = ThpEnabled.Always };
     private static readonly ThpSettings s_never = new() { Enabled = ThpEnabled.Never };
 
-    private static PageTableEntry Pte(AddressSpace space, ulong va) => new(PagingLevel.Pt, AddressSpaceTests.Entry(space, va, PagingLevel.Pt) ?? 0);
+    private static PageTableEntry Pte(AddressSpace space, ulong va) => AddressSpaceTests.Pte(space, va);
 
-    private static PageTableEntry Pde(AddressSpace space, ulong va) => new(PagingLevel.Pd, AddressSpaceTests.Entry(space, va, PagingLevel.Pd) ?? 0);
+    private static PageTableEntry Pde(AddressSpace space, ulong va) => AddressSpaceTests.Pde(space, va);
 
     private static Folio FolioAt(AddressSpace space, ulong va) => space.Node.FolioOf(Pte(space, va).Address.FrameNumber);
 

@@ -18,9 +18,9 @@ public sealed class MadviseTests
     private static readonly ThpSettings s_always = new() { Enabled = ThpEnabled.Always };
     private static readonly ThpSettings s_madvise = new() { Enabled = ThpEnabled.Madvise };
 
-    private static PageTableEntry Pte(AddressSpace space, ulong va) => new(PagingLevel.Pt, AddressSpaceTests.Entry(space, va, PagingLevel.Pt) ?? 0);
+    private static PageTableEntry Pte(AddressSpace space, ulong va) => AddressSpaceTests.Pte(space, va);
 
-    private static PageTableEntry Pde(AddressSpace space, ulong va) => new(PagingLevel.Pd, AddressSpaceTests.Entry(space, va, PagingLevel.Pd) ?? 0);
+    private static PageTableEntry Pde(AddressSpace space, ulong va) => AddressSpaceTests.Pde(space, va);
 
     // A 4 MiB mapping whose first 2 MiB is one PMD-mapped THP, and that THP's folio.
     private static (AddressSpace Space, VirtualAddress Start, Folio Folio) MappedThp(ThpSettings settings, VmaFlags flags = VmaFlags.Anonymous)
@@ -62,22 +62,7 @@ public sealed class MadviseTests
         Assert.Equal(start, vma.Start);
         Assert.Equal(start.Add(2 * M2), vma.End);
         Assert.Equal(VmaFlags.Anonymous | VmaFlags.HugePage, vma.Flags);
-        PageTableEntry pde = Pde(space, start.Value);
-        Assert.True(pde.IsPresent);
-        Assert.False(pde.IsLeaf);
-        for (int i = 0; i < 512; i++)
-        {
-            PageTableEntry pte = Pte(space, start.Value + ((ulong)i * K4));
-            Assert.True(pte.IsPresent && pte.IsWritable && pte.IsUser && pte.IsDirty && pte.IsAccessed && pte.IsExecuteDisable);
-            Assert.Equal(folio.Address.Add((ulong)i * K4), pte.Address);
-            Assert.Equal(1, folio.PageMapCount(i));
-            Assert.True(folio.IsAnonExclusive(i));
-        }
-
-        Assert.Equal(512, folio.RefCount);
-        Assert.Equal(512, folio.MapCount);
-        Assert.Equal(0, folio.EntireMapCount);
-        Assert.False(folio.IsOnDeferredSplitQueue);
+        AddressSpaceTests.AssertPteMappedInOrder(space, start, folio);
         Assert.Equal(1, space.Counters.Get(VmEvent.ThpSplitPmd));
         Assert.Equal(0, space.Counters.Get(VmEvent.ThpDeferredSplitPage));
     }

@@ -17,9 +17,9 @@ public sealed class MremapTests
     private static readonly ThpSettings s_always = new() { Enabled = ThpEnabled.Always };
     private static readonly VirtualAddress s_away = VirtualAddress.FromRaw(0x4000_0000);
 
-    private static PageTableEntry Pte(AddressSpace space, ulong va) => new(PagingLevel.Pt, AddressSpaceTests.Entry(space, va, PagingLevel.Pt) ?? 0);
+    private static PageTableEntry Pte(AddressSpace space, ulong va) => AddressSpaceTests.Pte(space, va);
 
-    private static PageTableEntry Pde(AddressSpace space, ulong va) => new(PagingLevel.Pd, AddressSpaceTests.Entry(space, va, PagingLevel.Pd) ?? 0);
+    private static PageTableEntry Pde(AddressSpace space, ulong va) => AddressSpaceTests.Pde(space, va);
 
     // A 4 MiB mapping whose first 2 MiB is one PMD-mapped THP, and that THP's folio.
     private static (AddressSpace Space, VirtualAddress Start, Folio Folio) MappedThp()
