@@ -164,7 +164,7 @@ public sealed class SwapDeviceTests
         var dup = Assert.Throws<InvalidOperationException>(() => device.Duplicate(3));
         Assert.Equal("Swap device 4: cannot duplicate slot 0x3: it is free (swap count 0).", dup.Message);
         var free = Assert.Throws<InvalidOperationException>(() => device.Free(3));
-        Assert.Equal("Swap device 4: cannot free slot 0x3: it is already free (swap count 0).", free.Message);
+        Assert.Equal("Swap device 4: cannot free slot 0x3: its swap count is already 0.", free.Message);
         var write = Assert.Throws<InvalidOperationException>(() => device.StoreContents(3, new byte[SwapDevice.PageSize]));
         Assert.Contains("cannot write to slot 0x3", write.Message, StringComparison.Ordinal);
         var read = Assert.Throws<InvalidOperationException>(() => device.ReadContents(3, new byte[SwapDevice.PageSize]));

@@ -47,16 +47,26 @@ public sealed partial class AddressSpace
     /// <see cref="Advice.DontNeed"/>, a VMA in it is <see cref="VmaFlags.Locked"/> (Linux: <c>-EINVAL</c>); nothing is changed.</exception>
     public void Advise(VirtualAddress start, ulong length, Advice advice)
     {
-        if (advice is not (Advice.DontNeed or Advice.HugePage or Advice.NoHugePage))
+        if (advice is not (Advice.DontNeed or Advice.Free or Advice.HugePage or Advice.NoHugePage or Advice.Cold or Advice.PageOut))
         {
-            ThrowHelper.ThrowArgumentOutOfRange(nameof(advice), advice, "The advice is DontNeed, HugePage or NoHugePage.");
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(advice), advice, "The advice is DontNeed, Free, HugePage, NoHugePage, Cold or PageOut.");
         }
 
         ulong end = CheckRange(start, length);
-        if (advice == Advice.DontNeed)
+        switch (advice)
         {
-            DontNeed(start, end);
-            return;
+            case Advice.DontNeed:
+                CheckUnlockedAndMapped(start, end, "MADV_DONTNEED");
+                ZapRange(start.Value, end);
+                return;
+            case Advice.Free:
+                CheckUnlockedAndMapped(start, end, "MADV_FREE");
+                FreeRange(start.Value, end);
+                return;
+            case Advice.Cold or Advice.PageOut:
+                CheckUnlockedAndMapped(start, end, advice == Advice.Cold ? "MADV_COLD" : "MADV_PAGEOUT");
+                ColdOrPageOutRange(start.Value, end, pageout: advice == Advice.PageOut);
+                return;
         }
 
         (VmaFlags set, VmaFlags clear) = advice == Advice.HugePage
@@ -70,9 +80,10 @@ public sealed partial class AddressSpace
         SplitHugePmdAtVmaBoundary(end);
     }
 
-    private void DontNeed(VirtualAddress start, ulong end)
+    // madvise_walk_vmas: a hole in the range is -ENOMEM; madvise_dontneed_free_valid_vma (DONTNEED, FREE) and
+    // can_madv_lru_vma (COLD, PAGEOUT): VM_LOCKED is -EINVAL.
+    private void CheckUnlockedAndMapped(VirtualAddress start, ulong end, string name)
     {
-        // madvise_walk_vmas: a hole in the range is -ENOMEM; madvise_dontneed_free_valid_vma: VM_LOCKED is -EINVAL.
         ulong covered = start.Value;
         foreach (Vma vma in Vmas.FindIntersecting(start, VirtualAddress.FromRaw(end)))
         {
@@ -83,7 +94,7 @@ public sealed partial class AddressSpace
 
             if ((vma.Flags & VmaFlags.Locked) != 0)
             {
-                ThrowHelper.ThrowInvalidOperation($"MADV_DONTNEED of the locked VMA {vma} (-EINVAL).");
+                ThrowHelper.ThrowInvalidOperation($"{name} of the locked VMA {vma} (-EINVAL).");
             }
 
             covered = vma.End.Value;
@@ -93,8 +104,6 @@ public sealed partial class AddressSpace
         {
             ThrowHelper.ThrowInvalidOperation($"[{start}, {VirtualAddress.FromRaw(end)}) is not fully mapped: nothing is mapped at {VirtualAddress.FromRaw(covered)} (-ENOMEM).");
         }
-
-        ZapRange(start.Value, end);
     }
 
     private void SplitHugePmdAtVmaBoundary(ulong address)
