@@ -8,7 +8,8 @@ namespace ThpCore.Mm;
 public sealed partial class AddressSpace
 {
     // The child of Fork: same node, mode, settings and counters; its own root table and VMA list; the parent's zero
-    // pages (Linux has one 4 KiB and one huge zero page per system; here the parent's are borrowed, no reference taken).
+    // pages (Linux has one 4 KiB and one huge zero page per system; here the child joins the parent's zero-page family,
+    // which frees them when its last member is disposed).
     private AddressSpace(AddressSpace parent)
     {
         Node = parent.Node;
@@ -25,7 +26,7 @@ public sealed partial class AddressSpace
 
         Root = root;
         ZeroPage = parent.ZeroPage;
-        _hugeZeroPage = parent._hugeZeroPage;
+        _zeroFamily = parent._zeroFamily.Join();
         Cpu = CpuState.Create(root.Value, _mode == PagingMode.FiveLevel ? Cr4Flags.Pae | Cr4Flags.La57 : Cr4Flags.Pae);
     }
 
@@ -64,6 +65,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">The node ran out of frames for the child's page tables or copies.</exception>
     public AddressSpace Fork()
     {
+        ThrowIfDisposed();
         AddressSpace child = new(this);
         foreach (Vma vma in Vmas.All)
         {
