@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using ThpCore.Diagnostics;
 using ThpCore.Memory;
 
 namespace ThpCore.Mm;
@@ -54,6 +55,38 @@ public sealed partial class AddressSpace
 
         // TODO(merge): LeaveFamily
         _zeroFamily.Leave(ZeroPage);
+    }
+
+    // deferred_split_folio(folio, partially_mapped: true), as __folio_remove_rmap calls it: the first time, the folio is
+    // marked partially mapped and queued, and thp_deferred_split_page is counted for a PMD-sized folio; a folio already
+    // marked, or in the swap cache (deferred_split_folio leaves those alone), is not counted again.
+    private void QueuePartiallyMapped(Folio folio)
+    {
+        if (folio.IsPartiallyMapped)
+        {
+            return;
+        }
+
+        folio.QueueForDeferredSplit(partiallyMapped: true);
+        if (folio.IsPartiallyMapped && folio.Order >= Folio.PmdOrder)
+        {
+            Counters.Count(VmEvent.ThpDeferredSplitPage);
+        }
+    }
+
+    // The number of the folio's pages that at least one PTE maps (Linux's _nr_pages_mapped without ENTIRELY_MAPPED).
+    private static int PteMappedPages(Folio folio)
+    {
+        int mapped = 0;
+        for (int i = 0; i < folio.PageCount; i++)
+        {
+            if (folio.PageMapCount(i) > 0)
+            {
+                mapped++;
+            }
+        }
+
+        return mapped;
     }
 
     // Every public member that needs the page tables or the VMAs calls this first.

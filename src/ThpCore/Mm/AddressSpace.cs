@@ -716,6 +716,12 @@ public sealed partial class AddressSpace : IDisposable
 
         Folio folio = Node.FolioOf((pde & PageTableEntry.AddressMask2M) >> 12);
         folio.RemovePmdMapping();
+        if (folio.EntireMapCount == 0 && folio.MapCount > 0 && PteMappedPages(folio) < folio.PageCount)
+        {
+            // __folio_remove_rmap (PMD level): the last PMD mapping went while PTEs elsewhere map some pages, not all.
+            QueuePartiallyMapped(folio);
+        }
+
         folio.Put();
     }
 
@@ -728,12 +734,12 @@ public sealed partial class AddressSpace : IDisposable
         }
 
         Folio folio = Node.FolioOf(frame);
-        folio.RemovePteMapping((int)(frame - folio.HeadFrame));
-        if (folio.IsLarge && folio.MapCount > 0 && folio.EntireMapCount == 0 && !folio.IsPartiallyMapped)
+        int index = (int)(frame - folio.HeadFrame);
+        folio.RemovePteMapping(index);
+        if (folio.IsLarge && folio.PageMapCount(index) == 0 && folio.MapCount > 0 && folio.EntireMapCount == 0)
         {
-            // __folio_remove_rmap: still mapped, but not wholly: deferred_split_folio(folio, true).
-            folio.QueueForDeferredSplit(partiallyMapped: true);
-            Counters.Count(VmEvent.ThpDeferredSplitPage);
+            // __folio_remove_rmap: the page's last mapping went and the folio is still mapped, but not wholly.
+            QueuePartiallyMapped(folio);
         }
 
         folio.Put();
