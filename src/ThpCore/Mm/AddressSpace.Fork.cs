@@ -56,9 +56,10 @@ public sealed partial class AddressSpace
     /// (Linux's <c>anon_vma_fork</c> links the child's VMAs to the parent's <c>anon_vma</c> and gives them their own).
     /// Every VMA's page tables are copied (Linux skips VMAs without an <c>anon_vma</c>, which have no pages anyway, and
     /// <c>MADV_DONTFORK</c>/<c>MADV_WIPEONFORK</c> are not modelled). The mm is assumed to have <c>MMF_HAS_PINNED</c>, so
-    /// <see cref="Folio.MaybeDmaPinned"/> alone decides (<c>folio_needs_cow_for_dma</c>). The child borrows the
-    /// parent's zero pages. When memory runs out part-way, <see cref="InvalidOperationException"/> is thrown and the
-    /// partly built child is left as it is (Linux unwinds and returns <c>-ENOMEM</c>).
+    /// <see cref="Folio.MaybeDmaPinned"/> alone decides (<c>folio_needs_cow_for_dma</c>). The child shares the
+    /// parent's zero pages (it joins the parent's zero-page family; see <see cref="Dispose"/>). When memory runs out
+    /// part-way, <see cref="InvalidOperationException"/> is thrown and the partly built child is left as it is, never
+    /// disposed (Linux unwinds and returns <c>-ENOMEM</c>).
     /// </para>
     /// </remarks>
     /// <returns>The child.</returns>
