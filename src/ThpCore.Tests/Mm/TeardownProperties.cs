@@ -68,7 +68,7 @@ public sealed class TeardownProperties
         from seed in Gen.Choose(0, 1000)
         select new Scenario(enabled, zero, mode, ops, seed);
 
-    [Property(MaxTest = 100)]
+    [Property(MaxTest = 80)]
     public Property Random_sequences_keep_tables_tight_and_disposing_everything_returns_every_frame() =>
         Prop.ForAll(Arb.From(s_scenarioGen), scenario =>
         {
