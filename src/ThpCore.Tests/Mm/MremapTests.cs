@@ -92,7 +92,8 @@ public sealed class MremapTests
         Assert.Equal(0, folio.EntireMapCount);
         Assert.False(folio.IsOnDeferredSplitQueue);
         Assert.Equal(1, space.Counters.Get(VmEvent.ThpSplitPmd));
-        Assert.Equal(0UL, AddressSpaceTests.Entry(space, s_away.Value, PagingLevel.Pt));
+        // The unmap of the moved-away source freed its page tables (free_pgtables): no VMA is left near s_away.
+        Assert.Null(AddressSpaceTests.Entry(space, s_away.Value, PagingLevel.Pt));
         Assert.Equal(0x5A, ReadByte(space, start.Add((marked * K4) + 9)));
     }
 
@@ -199,7 +200,8 @@ public sealed class MremapTests
             Assert.Equal(folio.Address.Add((ulong)i * K4), Pte(space, target.Value + ((ulong)i * K4)).Address);
         }
 
-        Assert.Equal(0UL, AddressSpaceTests.Entry(space, start.Value, PagingLevel.Pt));
+        // The source's page table (the deposited one the split installed) is freed with the source VMA.
+        Assert.Null(AddressSpaceTests.Entry(space, start.Value, PagingLevel.Pt));
         Assert.Equal(512, folio.RefCount);
         Assert.Equal(512, folio.MapCount);
         Assert.Equal(0, folio.EntireMapCount);
@@ -226,21 +228,21 @@ public sealed class MremapTests
     }
 
     [Fact]
-    public void An_empty_page_table_left_at_a_whole_destination_pmd_is_freed_and_the_thp_moves_whole()
+    public void A_page_table_left_empty_at_the_destination_is_freed_by_the_unmap_and_the_thp_moves_whole()
     {
         (AddressSpace space, VirtualAddress start, Folio folio) = MappedThp();
-        // A page of the second THP moved to s_away builds a page table there (splitting that THP); unmapped, the table stays.
+        // A page of the second THP moved to s_away builds a page table there (splitting that THP); the unmap frees it
+        // (free_pgtables), so the destination PMD is none when the whole THP moves there.
         Assert.Equal(FaultAction.MappedHugePage, space.Access(start.Add(M2), AccessKind.Write).Fault);
         space.Remap(start.Add(M2), K4, K4, MoveTo, s_away);
-        space.Unmap(s_away, K4);
         Assert.True(Pde(space, s_away.Value).IsPresent);
-        ulong free = space.Node.Buddy.FreeFrames;
+        space.Unmap(s_away, K4);
+        Assert.False(Pde(space, s_away.Value).IsPresent);
 
         space.Remap(start, M2, M2, MoveTo, s_away);
 
         Assert.True(Pde(space, s_away.Value).IsLeaf);
         Assert.Equal(folio.Address, Pde(space, s_away.Value).Address);
-        Assert.Equal(free + 1, space.Node.Buddy.FreeFrames);
         Assert.Equal(1, space.Counters.Get(VmEvent.ThpSplitPmd));
     }
 

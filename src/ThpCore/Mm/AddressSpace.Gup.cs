@@ -42,6 +42,7 @@ public sealed partial class AddressSpace
     /// </exception>
     public PinHandle Pin(VirtualAddress start, ulong length, bool write)
     {
+        ThrowIfDisposed();
         ulong end = CheckRange(start, length);
         int count = checked((int)(length / PageSize4K));
         PhysicalAddress[] pages = new PhysicalAddress[count];

@@ -66,6 +66,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">A migration is already in flight in this family (a call from <see cref="MigrationOptions.WhileUnmapped"/>).</exception>
     public MigrationResult Migrate(VirtualAddress address, MigrationOptions? options = null)
     {
+        ThrowIfDisposed();
         if (_family.InFlight is InFlightMigration flight)
         {
             ThrowHelper.ThrowInvalidOperation($"The {flight.Source} is being migrated in this address-space family; a migration cannot start inside another one's callback (Linux: the folio is isolated, -EBUSY).");

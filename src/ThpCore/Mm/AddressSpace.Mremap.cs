@@ -44,10 +44,10 @@ public sealed partial class AddressSpace
     /// moved range is not populated.
     /// </para>
     /// <para>
-    /// <b>Page tables left in place.</b> Linux's <c>move_huge_pmd</c> and <c>move_normal_pmd</c> need an empty
-    /// destination PMD, which <c>free_pgtables</c> guarantees for a range no VMA covers; here emptied tables are left in
-    /// place, so an empty page table found at a whole destination 2 MiB is freed first (what <c>free_pgtables</c> would
-    /// have done). The source's emptied tables are left in place.
+    /// <b>Page tables.</b> <c>move_huge_pmd</c> and <c>move_normal_pmd</c> need a none destination PMD, which
+    /// <c>free_pgtables</c> guarantees for a whole 2 MiB that no VMA covered. After the move the source's VMAs are removed
+    /// and its page tables freed as <see cref="Unmap"/> frees them (<c>move_vma</c> → <c>do_vmi_munmap</c> →
+    /// <c>free_pgtables</c>), keeping those a neighbouring VMA shares.
     /// </para>
     /// <para>
     /// <b>Not modelled:</b> <c>MREMAP_DONTUNMAP</c>, <c>VM_LOCKED</c> population and accounting, <c>RLIMIT_AS</c>,
@@ -67,6 +67,7 @@ public sealed partial class AddressSpace
     /// place and <see cref="RemapFlags.MayMove"/> is not given, no free range is large enough, or page tables ran out.</exception>
     public VirtualAddress Remap(VirtualAddress oldAddress, ulong oldLength, ulong newLength, RemapFlags flags = RemapFlags.None, VirtualAddress? newAddress = null)
     {
+        ThrowIfDisposed();
         if ((flags & ~(RemapFlags.MayMove | RemapFlags.Fixed)) != 0)
         {
             ThrowHelper.ThrowArgument(nameof(flags), $"Remap flags {flags} have bits other than MayMove (1) and Fixed (2) (-EINVAL).");
@@ -179,13 +180,15 @@ public sealed partial class AddressSpace
         }
     }
 
-    // move_vma: copy_vma, move_page_tables, then unmap the source range's VMAs (their entries have all moved).
+    // move_vma: copy_vma, move_page_tables, then unmap the source range's VMAs (their entries have all moved) and free
+    // the source's page tables as do_vmi_munmap's free_pgtables does.
     private void MoveRange(VirtualAddress source, ulong length, VirtualAddress destination, ulong newLength)
     {
         Vma vma = Vmas.Find(source)!;
         Vmas.Insert(new Vma(destination, destination.Add(newLength), vma.Protection, vma.Flags, vma.PageOffsetOf(source), vma.AnonVmaId));
         MovePageTables(source.Value, destination.Value, length);
         Vmas.Remove(source, source.Add(length));
+        FreePgTablesAfterUnmap(source.Value, source.Value + length);
     }
 
     private void MovePageTables(ulong oldAddress, ulong newAddress, ulong length)
@@ -264,32 +267,8 @@ public sealed partial class AddressSpace
         }
     }
 
-    // The destination PMD of a whole-2 MiB move must be none. The range there is unmapped, so a page table found there
-    // is empty and left over only because tables are left in place: free it as free_pgtables would have.
-    private bool TryEmptyDestinationPmd(PhysicalAddress slot)
-    {
-        ulong pde = Read(slot);
-        if (pde == 0)
-        {
-            return true;
-        }
-
-        if ((pde & P) == 0 || (pde & PS) != 0)
-        {
-            return false;
-        }
-
-        PhysicalAddress table = PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K);
-        for (ulong i = 0; i < 512; i++)
-        {
-            if (Read(table.Add(i * 8)) != 0)
-            {
-                return false;
-            }
-        }
-
-        Write(slot, 0);
-        Node.FreeFrame(table);
-        return true;
-    }
+    // move_huge_pmd and move_normal_pmd need the destination PMD to be none (Linux WARNs and falls back to moving PTEs
+    // otherwise). The destination range has no VMA, and free_pgtables freed every table there that no neighbouring VMA
+    // shares, so a whole destination 2 MiB has no page table.
+    private bool TryEmptyDestinationPmd(PhysicalAddress slot) => Read(slot) == 0;
 }

@@ -47,6 +47,7 @@ public sealed partial class AddressSpace
     /// <exception cref="ObjectDisposedException"><paramref name="folio"/> was freed.</exception>
     public IReadOnlyList<FolioMapping> FindMappings(Folio folio)
     {
+        ThrowIfDisposed();
         if (!ReferenceEquals(folio.Node, Node))
         {
             ThrowHelper.ThrowArgument(nameof(folio), $"The {folio} belongs to another node.");

@@ -63,6 +63,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">A device is already attached.</exception>
     public void AttachSwap(SwapDevice device)
     {
+        ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         if (_swap is not null)
         {
@@ -78,6 +79,7 @@ public sealed partial class AddressSpace
     /// <returns>Whether the slot's folio is in the swap cache.</returns>
     public bool TryGetSwapCacheFolio(ulong slot, out Folio folio)
     {
+        ThrowIfDisposed();
         if (_swap is SwapDevice device)
         {
             return device.TryGetSwapCacheFolio(slot, out folio, out _);
@@ -102,6 +104,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">No swap device is attached.</exception>
     public SwapOutResult SwapOut(VirtualAddress address, bool keepInSwapCache = false)
     {
+        ThrowIfDisposed();
         if (_swap is null)
         {
             ThrowHelper.ThrowInvalidOperation("No swap device is attached (AttachSwap).");

@@ -28,12 +28,14 @@ namespace ThpCore.Mm;
 /// <para>
 /// <b>Zero pages.</b> The 4 KiB zero page is one order-0 non-anonymous folio taken when the address space is created
 /// and never mapped with a reference or a map count (Linux's <c>pte_special</c> zero page). The huge zero page is an
-/// order-9 non-anonymous folio taken at the first read fault that wants it (<c>thp_zero_page_alloc</c>) and kept for
-/// the address space's life (Linux shares one per system and frees it under memory pressure).
+/// order-9 non-anonymous folio taken at the first read fault that wants it (<c>thp_zero_page_alloc</c>). Both are
+/// shared by the address space's fork family and freed when its last member is disposed (Linux shares one of each
+/// per system and frees the huge one under memory pressure once no mm uses it).
 /// </para>
 /// <para>
-/// <b>Page tables left in place.</b> <see cref="Unmap"/> clears entries but frees no page table (Linux's
-/// <c>free_pgtables</c> frees the tables of ranges no longer covered by any VMA; not modelled).
+/// <b>Page tables.</b> <see cref="Unmap"/> frees the page tables no VMA needs any more (<c>free_pgtables</c>), and
+/// <see cref="Dispose"/> frees them all (<c>exit_mmap</c>); <see cref="Advise"/> with <see cref="Advice.DontNeed"/>
+/// frees none, as in Linux.
 /// </para>
 /// <para>
 /// <b>TLB.</b> There is no TLB here yet: every change of an entry is where Linux would flush (<c>flush_tlb_range</c>,
@@ -41,7 +43,7 @@ namespace ThpCore.Mm;
 /// </para>
 /// <para>Not thread-safe: one caller at a time (Linux holds <c>mmap_lock</c> and the page-table locks).</para>
 /// </remarks>
-public sealed partial class AddressSpace
+public sealed partial class AddressSpace : IDisposable
 {
     /// <summary>
     /// The distance of <see cref="MmapBase"/> below <see cref="VmaList.TaskSize"/>: 128 MiB, Linux's minimum stack gap
@@ -72,7 +74,8 @@ public sealed partial class AddressSpace
     private readonly SparsePhysicalMemory _memory;
     private readonly PagingMode _mode;
     private readonly Dictionary<ulong, PhysicalAddress> _deposited = new();
-    private Folio? _hugeZeroPage;
+    // The huge zero page lives with the zero-page family that fork children share (AddressSpace.Teardown.cs).
+    private Folio? _hugeZeroPage { get => _zeroFamily.HugeZeroPage; set => _zeroFamily.HugeZeroPage = value; }
 
     /// <summary>Creates an empty address space whose root table and zero page come from <paramref name="node"/>.</summary>
     /// <param name="node">Physical memory: page tables, folios and the zero pages are allocated from it.</param>
@@ -157,6 +160,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">No free range is large enough (Linux: <c>-ENOMEM</c>).</exception>
     public VirtualAddress Map(ulong length, Protection protection, VmaFlags flags = VmaFlags.Anonymous)
     {
+        ThrowIfDisposed();
         if (length == 0 || (length & (PageSize4K - 1)) != 0)
         {
             ThrowHelper.ThrowArgument(nameof(length), $"Length {ThrowHelper.Hex(length)} is not a non-zero multiple of 4 KiB.");
@@ -189,15 +193,18 @@ public sealed partial class AddressSpace
     /// Unmaps <c>[start, start + length)</c> like <c>munmap</c>: the VMAs are removed (split where they straddle the
     /// range), every PTE and PMD in the range is cleared and the folios' references are put. A PMD-mapped THP only
     /// partly inside the range is split first (<see cref="SplitHugePmd"/>); a THP left partly mapped goes on the
-    /// deferred-split queue (<c>thp_deferred_split_page</c>). Page tables are left in place.
+    /// deferred-split queue (<c>thp_deferred_split_page</c>). Then the page tables that no remaining VMA shares are freed
+    /// (<c>free_pgtables</c> with the previous VMA's end as floor and the next VMA's start as ceiling).
     /// </summary>
     /// <exception cref="ArgumentException"><paramref name="start"/> is not page-aligned, <paramref name="length"/> is zero or not a
     /// multiple of 4 KiB, or the range ends above <see cref="VmaList.TaskSize"/>.</exception>
     public void Unmap(VirtualAddress start, ulong length)
     {
+        ThrowIfDisposed();
         ulong end = CheckRange(start, length);
         Vmas.Remove(start, VirtualAddress.FromRaw(end));
         ZapRange(start.Value, end);
+        FreePgTablesAfterUnmap(start.Value, end);
     }
 
     /// <summary>
@@ -211,6 +218,7 @@ public sealed partial class AddressSpace
     /// <returns><see langword="false"/> when no PMD leaf maps <paramref name="address"/>.</returns>
     public bool SplitHugePmd(VirtualAddress address)
     {
+        ThrowIfDisposed();
         ulong chunk = address.Value & ~(HugeSize - 1);
         if (!TryFindPde(chunk, out PhysicalAddress slot))
         {
@@ -239,6 +247,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">Part of the range is not mapped (Linux: <c>-ENOMEM</c>); nothing is changed.</exception>
     public void Protect(VirtualAddress start, ulong length, Protection protection)
     {
+        ThrowIfDisposed();
         ulong end = CheckRange(start, length);
         CheckProtection(protection);
         Vmas.Modify(start, VirtualAddress.FromRaw(end), v => v with { Protection = protection });
@@ -352,6 +361,7 @@ public sealed partial class AddressSpace
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="kind"/> is not defined.</exception>
     public AccessResult Access(VirtualAddress address, AccessKind kind)
     {
+        ThrowIfDisposed();
         if ((uint)kind > (uint)AccessKind.Fetch)
         {
             ThrowHelper.ThrowArgumentOutOfRange(nameof(kind), kind, "An access is Read, Write or Fetch.");
@@ -721,6 +731,12 @@ public sealed partial class AddressSpace
 
         Folio folio = Node.FolioOf((pde & PageTableEntry.AddressMask2M) >> 12);
         folio.RemovePmdMapping();
+        if (folio.EntireMapCount == 0 && folio.MapCount > 0 && PteMappedPages(folio) < folio.PageCount)
+        {
+            // __folio_remove_rmap (PMD level): the last PMD mapping went while PTEs elsewhere map some pages, not all.
+            QueuePartiallyMapped(folio);
+        }
+
         folio.Put();
     }
 
@@ -733,12 +749,12 @@ public sealed partial class AddressSpace
         }
 
         Folio folio = Node.FolioOf(frame);
-        folio.RemovePteMapping((int)(frame - folio.HeadFrame));
-        if (folio.IsLarge && folio.MapCount > 0 && folio.EntireMapCount == 0 && !folio.IsPartiallyMapped)
+        int index = (int)(frame - folio.HeadFrame);
+        folio.RemovePteMapping(index);
+        if (folio.IsLarge && folio.PageMapCount(index) == 0 && folio.MapCount > 0 && folio.EntireMapCount == 0)
         {
-            // __folio_remove_rmap: still mapped, but not wholly: deferred_split_folio(folio, true).
-            folio.QueueForDeferredSplit(partiallyMapped: true);
-            Counters.Count(VmEvent.ThpDeferredSplitPage);
+            // __folio_remove_rmap: the page's last mapping went and the folio is still mapped, but not wholly.
+            QueuePartiallyMapped(folio);
         }
 
         folio.Put();
