@@ -42,6 +42,7 @@ public sealed partial class AddressSpace
     /// </exception>
     public PinHandle Pin(VirtualAddress start, ulong length, bool write)
     {
+        using LockScope locks = EnterRead(andNode: true);
         ulong end = CheckRange(start, length);
         int count = checked((int)(length / PageSize4K));
         PhysicalAddress[] pages = new PhysicalAddress[count];
@@ -54,7 +55,7 @@ public sealed partial class AddressSpace
             for (ulong va = start.Value; va < end; va += PageSize4K, done++)
             {
                 VirtualAddress address = start.Add(va - start.Value);
-                AccessResult result = Access(address, kind);
+                AccessResult result = AccessLocked(address, kind);
                 if (!result.IsTranslated)
                 {
                     string reason = result.Status == AccessStatus.OutOfMemory

@@ -47,6 +47,7 @@ public sealed partial class AddressSpace
     /// <see cref="Advice.DontNeed"/>, a VMA in it is <see cref="VmaFlags.Locked"/> (Linux: <c>-EINVAL</c>); nothing is changed.</exception>
     public void Advise(VirtualAddress start, ulong length, Advice advice)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         if (advice is not (Advice.DontNeed or Advice.HugePage or Advice.NoHugePage))
         {
             ThrowHelper.ThrowArgumentOutOfRange(nameof(advice), advice, "The advice is DontNeed, HugePage or NoHugePage.");

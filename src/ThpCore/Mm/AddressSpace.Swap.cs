@@ -58,6 +58,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">A device is already attached.</exception>
     public void AttachSwap(SwapDevice device)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ArgumentNullException.ThrowIfNull(device);
         if (_swap is not null)
         {
@@ -73,6 +74,7 @@ public sealed partial class AddressSpace
     /// <returns>Whether the slot's folio is in the swap cache.</returns>
     public bool TryGetSwapCacheFolio(ulong slot, out Folio folio)
     {
+        using LockScope locks = EnterRead(andNode: true);
         if (_swapCache.TryGetValue(slot, out SwapCacheEntry entry))
         {
             folio = entry.Folio;
@@ -96,6 +98,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">No swap device is attached.</exception>
     public SwapOutResult SwapOut(VirtualAddress address, bool keepInSwapCache = false)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         SwapDevice device = _swap ?? ThrowHelper.ThrowInvalidOperation<SwapDevice>("No swap device is attached (AttachSwap).");
         Vma? vma = Vmas.Find(address);
         ulong va = address.Value & ~(PageSize4K - 1);

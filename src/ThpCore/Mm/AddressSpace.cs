@@ -156,6 +156,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">No free range is large enough (Linux: <c>-ENOMEM</c>).</exception>
     public VirtualAddress Map(ulong length, Protection protection, VmaFlags flags = VmaFlags.Anonymous)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         if (length == 0 || (length & (PageSize4K - 1)) != 0)
         {
             ThrowHelper.ThrowArgument(nameof(length), $"Length {ThrowHelper.Hex(length)} is not a non-zero multiple of 4 KiB.");
@@ -194,6 +195,7 @@ public sealed partial class AddressSpace
     /// multiple of 4 KiB, or the range ends above <see cref="VmaList.TaskSize"/>.</exception>
     public void Unmap(VirtualAddress start, ulong length)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ulong end = CheckRange(start, length);
         Vmas.Remove(start, VirtualAddress.FromRaw(end));
         ZapRange(start.Value, end);
@@ -210,6 +212,7 @@ public sealed partial class AddressSpace
     /// <returns><see langword="false"/> when no PMD leaf maps <paramref name="address"/>.</returns>
     public bool SplitHugePmd(VirtualAddress address)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ulong chunk = address.Value & ~(HugeSize - 1);
         if (!TryFindPde(chunk, out PhysicalAddress slot))
         {
@@ -238,6 +241,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">Part of the range is not mapped (Linux: <c>-ENOMEM</c>); nothing is changed.</exception>
     public void Protect(VirtualAddress start, ulong length, Protection protection)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ulong end = CheckRange(start, length);
         CheckProtection(protection);
         Vmas.Modify(start, VirtualAddress.FromRaw(end), v => v with { Protection = protection });
@@ -352,10 +356,34 @@ public sealed partial class AddressSpace
             ThrowHelper.ThrowArgumentOutOfRange(nameof(kind), kind, "An access is Read, Write or Fetch.");
         }
 
+        using LockScope mmap = EnterRead();
+        return AccessLocked(address, kind);
+    }
+
+    // Access with the address space's lock held by the caller (read or write mode): Access itself and Pin. The walk is
+    // lock-free, as the MMU's (A/D by compare-exchange); a fault takes the node lock (Linux's page-table lock) and
+    // walks again under it before handling anything, because another thread may have handled the same fault meanwhile
+    // (the pte_same / pmd_none re-checks of do_anonymous_page and friends).
+    private AccessResult AccessLocked(VirtualAddress address, AccessKind kind)
+    {
+        WalkResult walk = PageWalker.Translate(Cpu, _memory, address, kind, Privilege.User);
+        if (walk.IsTranslated)
+        {
+            return new AccessResult(AccessStatus.Translated, walk.PhysicalAddress, walk.PageSize, FaultAction.None);
+        }
+
+        Vma? vma = walk.Status == WalkStatus.PageFault ? Vmas.Find(address) : null;
+        if (vma is null || !Allows(vma.Protection, kind))
+        {
+            return new AccessResult(AccessStatus.Segfault, default, PageSize.Size4K, FaultAction.None);
+        }
+
+        Counters.Count(VmEvent.PgFault);
+        using LockScope ptl = EnterNode();
         FaultAction action = FaultAction.None;
         for (int attempt = 0; ; attempt++)
         {
-            WalkResult walk = PageWalker.Translate(Cpu, _memory, address, kind, Privilege.User);
+            walk = PageWalker.Translate(Cpu, _memory, address, kind, Privilege.User);
             if (walk.IsTranslated)
             {
                 return new AccessResult(AccessStatus.Translated, walk.PhysicalAddress, walk.PageSize, action);
@@ -366,18 +394,16 @@ public sealed partial class AddressSpace
                 return new AccessResult(AccessStatus.Segfault, default, PageSize.Size4K, action);
             }
 
-            Vma? vma = Vmas.Find(address);
-            if (vma is null || !Allows(vma.Protection, kind))
-            {
-                return new AccessResult(AccessStatus.Segfault, default, PageSize.Size4K, action);
-            }
-
             if (attempt == 2)
             {
                 ThrowHelper.ThrowInvalidOperation($"The fault at {address} ({kind}) was handled twice and still faults: {walk}.");
             }
 
-            Counters.Count(VmEvent.PgFault);
+            if (attempt > 0)
+            {
+                Counters.Count(VmEvent.PgFault);
+            }
+
             FaultAction? done = HandleFault(vma, address, kind);
             if (done is not FaultAction handled)
             {
@@ -645,6 +671,8 @@ public sealed partial class AddressSpace
 
     private void SplitLocked(ulong chunk, PhysicalAddress pdeSlot, ulong pde)
     {
+        // Break-before-make (pmdp_invalidate): the PMD leaf goes first, atomically, so the PTEs get any A bit a walker set.
+        pde = Exchange(pdeSlot, 0);
         Counters.Count(VmEvent.ThpSplitPmd);
         PhysicalAddress table = _deposited[chunk];
         _deposited.Remove(chunk);
@@ -667,8 +695,6 @@ public sealed partial class AddressSpace
             Write(table.Add(i * 8), (frame << 12) | attributes);
         }
 
-        // Break-before-make: the PMD leaf goes (and would be flushed) before the table is installed.
-        Write(pdeSlot, 0);
         Write(pdeSlot, table.Value | TableEntryFlags);
         if (zero)
         {
