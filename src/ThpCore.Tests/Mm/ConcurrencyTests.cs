@@ -382,16 +382,18 @@ public sealed class ConcurrencyTests
                 return;
             }
 
-            while (!done.IsSet)
+            do
             {
                 ulong va = (random.Next(2) == 0 ? slotA : slotB).Value + ((ulong)random.Next(Pages) * K4);
                 AccessResult result = space.Access(VirtualAddress.FromRaw(va), random.Next(3) == 0 ? AccessKind.Read : AccessKind.Write);
                 statuses.AddOrUpdate(result.Status, 1, (_, n) => n + 1);
             }
+            while (!done.IsSet);
         });
 
-        Assert.True(statuses.GetValueOrDefault(AccessStatus.Translated) > 0, "no access translated");
-        Assert.False(statuses.ContainsKey(AccessStatus.OutOfMemory), "an access ran out of memory");
+        // How many accesses translate depends on the interleaving (a slot may be PROT_NONE or unmapped throughout).
+        Assert.Subset(new HashSet<AccessStatus> { AccessStatus.Translated, AccessStatus.Segfault }, statuses.Keys.ToHashSet());
+        Assert.True(statuses.Values.Sum() >= Threads - 1);
         Assert.Null(AddressSpaceProperties.CheckBooks([space]));
     }
 

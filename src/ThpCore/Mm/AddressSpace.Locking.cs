@@ -68,7 +68,7 @@ public sealed partial class AddressSpace
     /// <summary>
     /// Write-locks every address space of <paramref name="spaces"/> in ascending <see cref="LockRank"/> order, then
     /// their node's lock: for operations that rewrite the page tables of several address spaces at once (a folio
-    /// shared across a forked family). Dispose the result to release everything.
+    /// shared across a forked family). Dispose the result, on the same thread, to release everything (node lock first).
     /// </summary>
     /// <exception cref="ArgumentException">The address spaces are not all on one node, or the list is empty.</exception>
     /// <exception cref="InvalidOperationException">This thread already holds the node lock or one of the locks (lock order).</exception>

@@ -39,7 +39,12 @@ namespace ThpCore.Mm;
 /// <b>TLB.</b> There is no TLB here yet: every change of an entry is where Linux would flush (<c>flush_tlb_range</c>,
 /// <c>pmdp_invalidate</c>); a caller that keeps a <see cref="Tlb"/> must invalidate the changed ranges itself.
 /// </para>
-/// <para>Not thread-safe: one caller at a time (Linux holds <c>mmap_lock</c> and the page-table locks).</para>
+/// <para>
+/// <b>Threads.</b> Many threads may call <see cref="Access"/> at once (vCPUs): it holds the address space's lock for
+/// reading (Linux's <c>mmap_lock</c>) and takes the node lock (the page-table lock) to handle a fault. Every other
+/// operation takes the lock for writing, then the node lock; <see cref="Pin"/> and <see cref="TryGetSwapCacheFolio"/>
+/// read it. See <c>docs/address-space.md</c>, "Thread safety".
+/// </para>
 /// </remarks>
 public sealed partial class AddressSpace
 {
