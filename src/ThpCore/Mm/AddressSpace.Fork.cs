@@ -68,6 +68,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">The node ran out of frames for the child's page tables or copies.</exception>
     public AddressSpace Fork()
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
         AddressSpace child = new(this);
         foreach (Vma vma in Vmas.All)

@@ -42,6 +42,7 @@ public sealed partial class AddressSpace
     /// </exception>
     public PinHandle Pin(VirtualAddress start, ulong length, bool write)
     {
+        using LockScope locks = EnterRead(andNode: true);
         ThrowIfDisposed();
         ulong end = CheckRange(start, length);
         int count = checked((int)(length / PageSize4K));
@@ -55,7 +56,7 @@ public sealed partial class AddressSpace
             for (ulong va = start.Value; va < end; va += PageSize4K, done++)
             {
                 VirtualAddress address = start.Add(va - start.Value);
-                AccessResult result = Access(address, kind);
+                AccessResult result = AccessLocked(address, kind);
                 if (!result.IsTranslated)
                 {
                     string reason = result.Status == AccessStatus.OutOfMemory

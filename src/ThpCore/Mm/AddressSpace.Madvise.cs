@@ -56,6 +56,7 @@ public sealed partial class AddressSpace
     /// <see cref="VmaFlags.Locked"/> (Linux: <c>-EINVAL</c>); nothing is changed.</exception>
     public void Advise(VirtualAddress start, ulong length, Advice advice)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
         if (advice is not (Advice.DontNeed or Advice.Free or Advice.HugePage or Advice.NoHugePage or Advice.Cold or Advice.PageOut))
         {

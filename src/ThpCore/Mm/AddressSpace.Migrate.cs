@@ -66,6 +66,9 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">A migration is already in flight in this family (a call from <see cref="MigrationOptions.WhileUnmapped"/>).</exception>
     public MigrationResult Migrate(VirtualAddress address, MigrationOptions? options = null)
     {
+        // move_pages takes mmap_read_lock; other members' entries change under the node lock (their page-table locks),
+        // and their walkers meet a non-present migration entry, fault and wait for the node lock.
+        using LockScope locks = EnterRead(andNode: true);
         ThrowIfDisposed();
         if (_family.InFlight is InFlightMigration flight)
         {
@@ -229,17 +232,18 @@ public sealed partial class AddressSpace
     {
         bool pmd = mapping.Level == PagingLevel.Pd;
         PhysicalAddress slot = EntrySlot(mapping);
-        ulong entry = Read(slot);
         int index = mapping.PageIndex;
         bool exclusive = folio.IsAnonExclusive(index);
+
+        // Clear the entry first (atomically: a walker of this space may be setting A/D on it), then
+        // folio_try_share_anon_rmap_*: the page is no longer exclusive; the entry's kind says it was.
+        ulong entry = Exchange(slot, 0);
         MigrationKind kind = (entry & RW) != 0 ? MigrationKind.Write : exclusive ? MigrationKind.ReadExclusive : MigrationKind.Read;
         if ((entry & D) != 0)
         {
             folio.SetDirty(true);
         }
 
-        // Clear the entry first, then folio_try_share_anon_rmap_*: the page is no longer exclusive; the entry's kind says it was.
-        Write(slot, 0);
         folio.SetAnonExclusive(index, false);
         SwapEntry migration = SwapEntry.Migration(kind, folio.HeadFrame + (ulong)index, young: (entry & A) != 0, dirty: (entry & D) != 0);
         Write(slot, pmd ? migration.ToPmdRaw() : migration.ToPteRaw());
@@ -349,7 +353,7 @@ public sealed partial class AddressSpace
         {
             if (mapping.Level == PagingLevel.Pd)
             {
-                mapping.Space.SplitHugePmd(mapping.Address);
+                mapping.Space.SplitHugePmdLocked(mapping.Address);
             }
         }
 

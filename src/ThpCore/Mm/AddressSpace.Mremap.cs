@@ -67,6 +67,7 @@ public sealed partial class AddressSpace
     /// place and <see cref="RemapFlags.MayMove"/> is not given, no free range is large enough, or page tables ran out.</exception>
     public VirtualAddress Remap(VirtualAddress oldAddress, ulong oldLength, ulong newLength, RemapFlags flags = RemapFlags.None, VirtualAddress? newAddress = null)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
         if ((flags & ~(RemapFlags.MayMove | RemapFlags.Fixed)) != 0)
         {

@@ -47,6 +47,8 @@ public sealed partial class AddressSpace
     /// <exception cref="ObjectDisposedException"><paramref name="folio"/> was freed.</exception>
     public IReadOnlyList<FolioMapping> FindMappings(Folio folio)
     {
+        // The node lock stands for the page-table locks of every family member (page_vma_mapped_walk takes each PTL).
+        using LockScope locks = EnterRead(andNode: true);
         ThrowIfDisposed();
         if (!ReferenceEquals(folio.Node, Node))
         {

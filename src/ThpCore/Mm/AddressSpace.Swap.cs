@@ -63,6 +63,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">A device is already attached.</exception>
     public void AttachSwap(SwapDevice device)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         if (_swap is not null)
@@ -79,6 +80,7 @@ public sealed partial class AddressSpace
     /// <returns>Whether the slot's folio is in the swap cache.</returns>
     public bool TryGetSwapCacheFolio(ulong slot, out Folio folio)
     {
+        using LockScope locks = EnterRead(andNode: true);
         ThrowIfDisposed();
         if (_swap is SwapDevice device)
         {
@@ -104,6 +106,7 @@ public sealed partial class AddressSpace
     /// <exception cref="InvalidOperationException">No swap device is attached.</exception>
     public SwapOutResult SwapOut(VirtualAddress address, bool keepInSwapCache = false)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
         if (_swap is null)
         {

@@ -33,6 +33,7 @@ public sealed partial class AddressSpace
     /// </remarks>
     public void Dispose()
     {
+        using LockScope locks = EnterWrite(andNode: true);
         if (_disposed)
         {
             return;

@@ -41,7 +41,12 @@ namespace ThpCore.Mm;
 /// <b>TLB.</b> There is no TLB here yet: every change of an entry is where Linux would flush (<c>flush_tlb_range</c>,
 /// <c>pmdp_invalidate</c>); a caller that keeps a <see cref="Tlb"/> must invalidate the changed ranges itself.
 /// </para>
-/// <para>Not thread-safe: one caller at a time (Linux holds <c>mmap_lock</c> and the page-table locks).</para>
+/// <para>
+/// <b>Threads.</b> Many threads may call <see cref="Access"/> at once (vCPUs): it holds the address space's lock for
+/// reading (Linux's <c>mmap_lock</c>) and takes the node lock (the page-table lock) to handle a fault. Every other
+/// operation takes the lock for writing, then the node lock; <see cref="Pin"/> and <see cref="TryGetSwapCacheFolio"/>
+/// read it. See <c>docs/address-space.md</c>, "Thread safety".
+/// </para>
 /// </remarks>
 public sealed partial class AddressSpace : IDisposable
 {
@@ -160,6 +165,7 @@ public sealed partial class AddressSpace : IDisposable
     /// <exception cref="InvalidOperationException">No free range is large enough (Linux: <c>-ENOMEM</c>).</exception>
     public VirtualAddress Map(ulong length, Protection protection, VmaFlags flags = VmaFlags.Anonymous)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
         if (length == 0 || (length & (PageSize4K - 1)) != 0)
         {
@@ -200,6 +206,7 @@ public sealed partial class AddressSpace : IDisposable
     /// multiple of 4 KiB, or the range ends above <see cref="VmaList.TaskSize"/>.</exception>
     public void Unmap(VirtualAddress start, ulong length)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
         ulong end = CheckRange(start, length);
         Vmas.Remove(start, VirtualAddress.FromRaw(end));
@@ -218,7 +225,14 @@ public sealed partial class AddressSpace : IDisposable
     /// <returns><see langword="false"/> when no PMD leaf maps <paramref name="address"/>.</returns>
     public bool SplitHugePmd(VirtualAddress address)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
+        return SplitHugePmdLocked(address);
+    }
+
+    // SplitHugePmd for a caller holding the node lock (the page-table lock), as rmap walks split other spaces' PMDs.
+    private bool SplitHugePmdLocked(VirtualAddress address)
+    {
         ulong chunk = address.Value & ~(HugeSize - 1);
         if (!TryFindPde(chunk, out PhysicalAddress slot))
         {
@@ -247,6 +261,7 @@ public sealed partial class AddressSpace : IDisposable
     /// <exception cref="InvalidOperationException">Part of the range is not mapped (Linux: <c>-ENOMEM</c>); nothing is changed.</exception>
     public void Protect(VirtualAddress start, ulong length, Protection protection)
     {
+        using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
         ulong end = CheckRange(start, length);
         CheckProtection(protection);
@@ -367,10 +382,34 @@ public sealed partial class AddressSpace : IDisposable
             ThrowHelper.ThrowArgumentOutOfRange(nameof(kind), kind, "An access is Read, Write or Fetch.");
         }
 
+        using LockScope mmap = EnterRead();
+        return AccessLocked(address, kind);
+    }
+
+    // Access with the address space's lock held by the caller (read or write mode): Access itself and Pin. The walk is
+    // lock-free, as the MMU's (A/D by compare-exchange); a fault takes the node lock (Linux's page-table lock) and
+    // walks again under it before handling anything, because another thread may have handled the same fault meanwhile
+    // (the pte_same / pmd_none re-checks of do_anonymous_page and friends).
+    private AccessResult AccessLocked(VirtualAddress address, AccessKind kind)
+    {
+        WalkResult walk = PageWalker.Translate(Cpu, _memory, address, kind, Privilege.User);
+        if (walk.IsTranslated)
+        {
+            return new AccessResult(AccessStatus.Translated, walk.PhysicalAddress, walk.PageSize, FaultAction.None);
+        }
+
+        Vma? vma = walk.Status == WalkStatus.PageFault ? Vmas.Find(address) : null;
+        if (vma is null || !Allows(vma.Protection, kind))
+        {
+            return new AccessResult(AccessStatus.Segfault, default, PageSize.Size4K, FaultAction.None);
+        }
+
+        Counters.Count(VmEvent.PgFault);
+        using LockScope ptl = EnterNode();
         FaultAction action = FaultAction.None;
         for (int attempt = 0; ; attempt++)
         {
-            WalkResult walk = PageWalker.Translate(Cpu, _memory, address, kind, Privilege.User);
+            walk = PageWalker.Translate(Cpu, _memory, address, kind, Privilege.User);
             if (walk.IsTranslated)
             {
                 return new AccessResult(AccessStatus.Translated, walk.PhysicalAddress, walk.PageSize, action);
@@ -381,18 +420,16 @@ public sealed partial class AddressSpace : IDisposable
                 return new AccessResult(AccessStatus.Segfault, default, PageSize.Size4K, action);
             }
 
-            Vma? vma = Vmas.Find(address);
-            if (vma is null || !Allows(vma.Protection, kind))
-            {
-                return new AccessResult(AccessStatus.Segfault, default, PageSize.Size4K, action);
-            }
-
             if (attempt == 2)
             {
                 ThrowHelper.ThrowInvalidOperation($"The fault at {address} ({kind}) was handled twice and still faults: {walk}.");
             }
 
-            Counters.Count(VmEvent.PgFault);
+            if (attempt > 0)
+            {
+                Counters.Count(VmEvent.PgFault);
+            }
+
             FaultAction? done = HandleFault(vma, address, kind);
             if (done is not FaultAction handled)
             {
@@ -670,6 +707,8 @@ public sealed partial class AddressSpace : IDisposable
 
     private void SplitLocked(ulong chunk, PhysicalAddress pdeSlot, ulong pde)
     {
+        // Break-before-make (pmdp_invalidate): the PMD leaf goes first, atomically, so the PTEs get any A bit a walker set.
+        pde = Exchange(pdeSlot, 0);
         Counters.Count(VmEvent.ThpSplitPmd);
         PhysicalAddress table = _deposited[chunk];
         _deposited.Remove(chunk);
@@ -692,8 +731,6 @@ public sealed partial class AddressSpace : IDisposable
             Write(table.Add(i * 8), (frame << 12) | attributes);
         }
 
-        // Break-before-make: the PMD leaf goes (and would be flushed) before the table is installed.
-        Write(pdeSlot, 0);
         Write(pdeSlot, table.Value | TableEntryFlags);
         if (zero)
         {

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Threading;
 using ThpCore.Memory;
 using ThpCore.Paging;
 
@@ -33,21 +34,25 @@ public sealed class PinHandle : IDisposable
     public IReadOnlyList<PhysicalAddress> Pages => _pages;
 
     /// <summary>Whether <see cref="Dispose"/> has released the pins.</summary>
-    public bool IsDisposed => _disposed;
+    public bool IsDisposed => Volatile.Read(ref _disposed);
 
     /// <summary>
     /// Drops every pin once (Linux <c>unpin_user_pages</c>: <see cref="Folio.Unpin"/> per pinned page). A folio whose
     /// last reference was the pin is freed. Calling it again does nothing.
     /// </summary>
+    /// <remarks>Takes only the node lock (Linux's <c>unpin_user_pages</c> takes no <c>mmap_lock</c>): it may run on any thread, concurrently with anything.</remarks>
     public void Dispose()
     {
-        if (_disposed)
+        lock (_folios[0].Node.SyncRoot)
         {
-            return;
-        }
+            if (_disposed)
+            {
+                return;
+            }
 
-        _disposed = true;
-        Release(_folios, _pinned, _pinned.Length);
+            _disposed = true;
+            Release(_folios, _pinned, _pinned.Length);
+        }
     }
 
     internal static void Release(Folio[] folios, bool[] pinned, int count)
