@@ -265,12 +265,7 @@ public sealed class BuddyAllocator
                     LinkAtHead(upper, high);
                 }
 
-                ref FrameMetadata first = ref Frames.Ref((ulong)block);
-                first.FlagsAndOrder = (uint)order << FrameMetadata.OrderShift;
-                first.RefCount = 0;
-                first.MapCount = -1;
-                first.Link = -1;
-                _freeFrames -= 1UL << order;
+                HandOut(block, order);
                 firstFrame = (ulong)block;
                 return true;
             }
@@ -344,12 +339,7 @@ public sealed class BuddyAllocator
                 block = keep;
             }
 
-            ref FrameMetadata first = ref Frames.Ref((ulong)block);
-            first.FlagsAndOrder = (uint)order << FrameMetadata.OrderShift;
-            first.RefCount = 0;
-            first.MapCount = -1;
-            first.Link = -1;
-            _freeFrames -= 1UL << order;
+            HandOut(block, order);
             return true;
         }
     }
@@ -519,6 +509,17 @@ public sealed class BuddyAllocator
         int higher = block & ~(1 << order);
         int higherBuddy = higher ^ (1 << (order + 1));
         return (ulong)higherBuddy < Frames.FrameCount && IsFreeHead(higherBuddy, order + 1);
+    }
+
+    // The first frame of a block leaving the free lists: allocated, unreferenced, unmapped, recording its order.
+    private void HandOut(int block, int order)
+    {
+        ref FrameMetadata first = ref Frames.Ref((ulong)block);
+        first.FlagsAndOrder = (uint)order << FrameMetadata.OrderShift;
+        first.RefCount = 0;
+        first.MapCount = -1;
+        first.Link = -1;
+        _freeFrames -= 1UL << order;
     }
 
     private bool IsFreeHeadOfAtLeast(int frame, int order, out int headOrder)
