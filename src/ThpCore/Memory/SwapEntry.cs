@@ -70,6 +70,15 @@ public readonly struct SwapEntry : IEquatable<SwapEntry>
     /// </summary>
     public const ulong MaxPfn = (1UL << 40) - 1;
 
+    /// <summary>
+    /// The offset bit of a migration entry that keeps the PTE's accessed bit: 40 (Linux <c>SWP_MIG_YOUNG_BIT</c> =
+    /// <c>SWP_PFN_BITS</c>; used when <c>migration_entry_supports_ad</c>).
+    /// </summary>
+    public const int MigrationYoungBit = 40;
+
+    /// <summary>The offset bit of a migration entry that keeps the PTE's dirty bit: 41 (Linux <c>SWP_MIG_DIRTY_BIT</c>).</summary>
+    public const int MigrationDirtyBit = 41;
+
     /// <summary>The first bit of the type in the raw value: 59.</summary>
     public const int TypeFirstBit = 64 - TypeBits;
 
@@ -119,8 +128,16 @@ public readonly struct SwapEntry : IEquatable<SwapEntry>
     /// <summary>The page frame number of this migration entry (Linux <c>swp_offset_pfn</c>).</summary>
     /// <exception cref="InvalidOperationException">This is not a migration entry.</exception>
     public ulong Pfn => IsMigration
-        ? _offset
+        ? _offset & MaxPfn
         : ThrowHelper.ThrowInvalidOperation<ulong>($"Type {_type} is not a migration entry, so its offset is not a page frame number.");
+
+    /// <summary>Whether this migration entry remembers an accessed PTE (Linux <c>is_migration_entry_young</c>).</summary>
+    /// <exception cref="InvalidOperationException">This is not a migration entry.</exception>
+    public bool IsMigrationYoung => MigrationBit(MigrationYoungBit);
+
+    /// <summary>Whether this migration entry remembers a dirty PTE (Linux <c>is_migration_entry_dirty</c>).</summary>
+    /// <exception cref="InvalidOperationException">This is not a migration entry.</exception>
+    public bool IsMigrationDirty => MigrationBit(MigrationDirtyBit);
 
     /// <summary>A swap entry for slot <paramref name="offset"/> of swap device <paramref name="type"/> (Linux <c>swp_entry</c>).</summary>
     /// <exception cref="ArgumentOutOfRangeException">
@@ -145,11 +162,16 @@ public readonly struct SwapEntry : IEquatable<SwapEntry>
         return new SwapEntry(type, offset);
     }
 
-    /// <summary>A migration entry of <paramref name="kind"/> for page frame <paramref name="pfn"/> (Linux <c>make_*_migration_entry</c>).</summary>
+    /// <summary>
+    /// A migration entry of <paramref name="kind"/> for page frame <paramref name="pfn"/> (Linux
+    /// <c>make_*_migration_entry</c>), optionally remembering the PTE's accessed and dirty bits in offset bits
+    /// <see cref="MigrationYoungBit"/> and <see cref="MigrationDirtyBit"/> (<c>make_migration_entry_young</c>,
+    /// <c>make_migration_entry_dirty</c>).
+    /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">
     /// <paramref name="kind"/> is not defined, or <paramref name="pfn"/> exceeds <see cref="MaxPfn"/>.
     /// </exception>
-    public static SwapEntry Migration(MigrationKind kind, ulong pfn)
+    public static SwapEntry Migration(MigrationKind kind, ulong pfn, bool young = false, bool dirty = false)
     {
         int type = kind switch
         {
@@ -159,7 +181,7 @@ public readonly struct SwapEntry : IEquatable<SwapEntry>
             _ => ThrowKind(kind),
         };
         CheckOffset(pfn, nameof(pfn), MaxPfn);
-        return new SwapEntry(type, pfn);
+        return new SwapEntry(type, pfn | (young ? 1UL << MigrationYoungBit : 0) | (dirty ? 1UL << MigrationDirtyBit : 0));
     }
 
     /// <summary>
@@ -240,7 +262,7 @@ public readonly struct SwapEntry : IEquatable<SwapEntry>
     public override string ToString() => IsSwap
         ? string.Create(CultureInfo.InvariantCulture, $"swap {_type}:{ThrowHelper.Hex(_offset)}")
         : IsMigration
-            ? string.Create(CultureInfo.InvariantCulture, $"migration {MigrationKind} pfn {ThrowHelper.Hex(_offset)}")
+            ? string.Create(CultureInfo.InvariantCulture, $"migration {MigrationKind} pfn {ThrowHelper.Hex(Pfn)}{(IsMigrationYoung ? " young" : "")}{(IsMigrationDirty ? " dirty" : "")}")
             : string.Create(CultureInfo.InvariantCulture, $"special {_type}:{ThrowHelper.Hex(_offset)}");
 
     private static SwapEntry Decode(ulong raw) =>
@@ -253,6 +275,8 @@ public readonly struct SwapEntry : IEquatable<SwapEntry>
             ThrowHelper.ThrowArgumentOutOfRange(name, value, $"{name} {ThrowHelper.Hex(value)} exceeds the limit {ThrowHelper.Hex(limit)}.");
         }
     }
+
+    private bool MigrationBit(int bit) => (((Pfn ^ _offset) >> bit) & 1) != 0;
 
     private static int ThrowKind(MigrationKind kind)
     {

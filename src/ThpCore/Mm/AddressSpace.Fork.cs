@@ -27,6 +27,7 @@ public sealed partial class AddressSpace
         ZeroPage = parent.ZeroPage;
         _hugeZeroPage = parent._hugeZeroPage;
         Cpu = CpuState.Create(root.Value, _mode == PagingMode.FiveLevel ? Cr4Flags.Pae | Cr4Flags.La57 : Cr4Flags.Pae);
+        _family = parent._family.Join(this);
     }
 
     /// <summary>

@@ -110,6 +110,7 @@ public sealed partial class AddressSpace
         Root = root;
         ZeroPage = zero;
         Cpu = CpuState.Create(root.Value, mode == PagingMode.FiveLevel ? Cr4Flags.Pae | Cr4Flags.La57 : Cr4Flags.Pae);
+        _family = AnonFamily.Found(this);
     }
 
     /// <summary>The memory node everything is allocated from.</summary>
@@ -497,6 +498,11 @@ public sealed partial class AddressSpace
 
         bool fellBack = false;
         ulong pde = Read(pdeSlot);
+        if (pde != 0 && !SwapEntry.PmdPresent(pde))
+        {
+            return MigrationEntryWait(pde, PagingLevel.Pd);
+        }
+
         if (pde == 0 && ThpAllowed(vma) && vma.ContainsHugePageAround(address))
         {
             FaultAction? huge = HugeAnonymousFault(vma, chunk, pdeSlot, write, out bool fallback);
@@ -541,6 +547,11 @@ public sealed partial class AddressSpace
 
         PhysicalAddress slot = PteSlot(PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K), address.Value);
         ulong pte = Read(slot);
+        if (IsMigrationPte(pte))
+        {
+            return MigrationEntryWait(pte, PagingLevel.Pt);
+        }
+
         if (!IsMapped(pte) && pte != 0)
         {
             return SwapInFault(vma, slot, pte, write);
