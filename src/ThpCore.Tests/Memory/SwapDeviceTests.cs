@@ -164,7 +164,7 @@ public sealed class SwapDeviceTests
         var dup = Assert.Throws<InvalidOperationException>(() => device.Duplicate(3));
         Assert.Equal("Swap device 4: cannot duplicate slot 0x3: it is free (swap count 0).", dup.Message);
         var free = Assert.Throws<InvalidOperationException>(() => device.Free(3));
-        Assert.Equal("Swap device 4: cannot free slot 0x3: it is already free (swap count 0).", free.Message);
+        Assert.Equal("Swap device 4: cannot free slot 0x3: its swap count is already 0.", free.Message);
         var write = Assert.Throws<InvalidOperationException>(() => device.StoreContents(3, new byte[SwapDevice.PageSize]));
         Assert.Contains("cannot write to slot 0x3", write.Message, StringComparison.Ordinal);
         var read = Assert.Throws<InvalidOperationException>(() => device.ReadContents(3, new byte[SwapDevice.PageSize]));
@@ -311,5 +311,52 @@ public sealed class SwapDeviceTests
         }
 
         return device.ClusterAllocations == clusters && device.ClusterFailures == failures ? null : "cluster counters disagree";
+    }
+
+    [Fact]
+    public void A_cached_slot_stays_allocated_at_count_zero_until_its_folio_leaves_the_swap_cache()
+    {
+        var node = new MemoryNode(4UL << 20);
+        var device = new SwapDevice(1, 2048);
+        Assert.True(node.TryAllocateFolio(0, out Folio folio));
+        Assert.True(device.TryAllocate(out ulong slot));
+        device.AddToSwapCache(folio, slot);
+        Assert.True(device.TryGetSwapCacheFolio(slot, out Folio cached, out int index));
+        Assert.Equal(folio, cached);
+        Assert.Equal(0, index);
+        Assert.Equal(2, folio.RefCount);
+
+        Assert.False(device.Free(slot));
+        Assert.Equal(0u, device.SwapCount(slot));
+        Assert.Equal(1UL, device.UsedSlots);
+        Assert.False(device.IsSwapped(folio));
+
+        Assert.True(device.TryFreeSwap(folio));
+        Assert.Equal(0UL, device.UsedSlots);
+        Assert.Equal(0, device.SwapCacheSlots);
+        Assert.Equal(1, folio.RefCount);
+        Assert.True(folio.IsDirty);
+    }
+
+    [Fact]
+    public void FreeSwapAndCache_of_the_last_user_frees_slot_and_cached_folio()
+    {
+        var node = new MemoryNode(4UL << 20);
+        var device = new SwapDevice(1, 2048);
+        ulong freeFrames = node.Buddy.FreeFrames;
+        Assert.True(node.TryAllocateFolio(0, out Folio folio));
+        Assert.True(device.TryAllocate(out ulong slot));
+        device.Duplicate(slot);
+        device.AddToSwapCache(folio, slot);
+        folio.Put();
+
+        Assert.False(device.FreeSwapAndCache(slot));
+        Assert.True(folio.IsSwapCache);
+        Assert.True(device.FreeSwapAndCache(slot));
+
+        Assert.Equal(0UL, device.UsedSlots);
+        Assert.Equal(0, device.SwapCacheSlots);
+        Assert.Equal(freeFrames, node.Buddy.FreeFrames);
+        Assert.Throws<InvalidOperationException>(() => device.AddToSwapCache(folio, slot));
     }
 }

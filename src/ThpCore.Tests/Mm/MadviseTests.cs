@@ -224,7 +224,7 @@ public sealed class MadviseTests
     public void Bad_arguments_are_rejected()
     {
         (AddressSpace space, VirtualAddress start, Folio _) = MappedThp(s_always);
-        Assert.Throws<ArgumentOutOfRangeException>(() => space.Advise(start, K4, (Advice)8));
+        Assert.Throws<ArgumentOutOfRangeException>(() => space.Advise(start, K4, (Advice)9));
         Assert.Throws<ArgumentException>(() => space.Advise(start.Add(1), K4, Advice.DontNeed));
         Assert.Throws<ArgumentException>(() => space.Advise(start, 0, Advice.HugePage));
         Assert.Throws<ArgumentException>(() => space.Advise(start, 100, Advice.NoHugePage));

@@ -153,21 +153,6 @@ public sealed class SwapTests
     }
 
     [Fact]
-    public void THP_without_a_free_cluster_counts_thp_swpout_fallback_and_is_refused()
-    {
-        var node = new MemoryNode(32UL << 20);
-        var space = new AddressSpace(node);
-        var device = new SwapDevice(0, SwapDevice.ClusterSize);
-        space.AttachSwap(device);
-        VirtualAddress start = space.Map(2UL << 20, Protection.Read | Protection.Write, VmaFlags.Anonymous | VmaFlags.HugePage);
-        Assert.Equal(FaultAction.MappedHugePage, space.Access(start, AccessKind.Write).Fault);
-
-        Assert.Equal(SwapOutStatus.NoSwapSpace, space.SwapOut(start).Status);
-        Assert.Equal(1, space.Counters.Get(VmEvent.ThpSwpOutFallback));
-        Assert.Equal(0, space.SwapCacheSlots);
-    }
-
-    [Fact]
     public void Shared_THP_after_fork_is_refused()
     {
         (_, AddressSpace space, _, VirtualAddress start, _) = MappedThp();

@@ -404,6 +404,29 @@ public readonly struct Folio : IEquatable<Folio>
     /// <exception cref="ObjectDisposedException">The folio was freed.</exception>
     public void SetDirty(bool value) => ChangeHeadFlag(FrameFlags.Dirty, value);
 
+    /// <summary>
+    /// Whether the folio is anonymous and backed by swap (Linux <c>folio_test_swapbacked</c>): true from allocation,
+    /// false after <see cref="SetSwapBacked"/>(<see langword="false"/>) (<c>MADV_FREE</c>'s lazyfree).
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The folio was freed.</exception>
+    public bool IsSwapBacked => IsAnon && !HasFlag(FrameFlags.LazyFree);
+
+    /// <summary>
+    /// Sets or clears <c>PG_swapbacked</c> of an anonymous folio (Linux <c>folio_set_swapbacked</c>,
+    /// <c>folio_clear_swapbacked</c>): a folio that is not swap-backed is lazyfree, and reclaim may discard it while clean.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The folio is not anonymous.</exception>
+    /// <exception cref="ObjectDisposedException">The folio was freed.</exception>
+    public void SetSwapBacked(bool value)
+    {
+        if (!IsAnon)
+        {
+            ThrowHelper.ThrowInvalidOperation($"The {this} is not anonymous; only anonymous folios are lazyfree or swap-backed here.");
+        }
+
+        ChangeHeadFlag(FrameFlags.LazyFree, !value);
+    }
+
     /// <summary>Sets or clears the LRU flag (being on an LRU list holds no reference in Linux).</summary>
     /// <exception cref="ObjectDisposedException">The folio was freed.</exception>
     public void SetLru(bool value) => ChangeHeadFlag(FrameFlags.Lru, value);

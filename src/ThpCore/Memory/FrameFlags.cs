@@ -50,4 +50,11 @@ public enum FrameFlags : uint
 
     /// <summary>The large folio is partially mapped (Linux: <c>PG_partially_mapped</c>, 6.12+).</summary>
     PartiallyMapped = 1u << 11,
+
+    /// <summary>
+    /// The anonymous folio is lazily freeable: Linux's <c>PG_swapbacked</c> is clear (<c>folio_mark_lazyfree</c> after
+    /// <c>MADV_FREE</c>). Stored inverted, so that an anonymous folio is swap-backed from allocation as
+    /// <c>folio_add_new_anon_rmap</c> makes it; folio-wide, on the head.
+    /// </summary>
+    LazyFree = 1u << 12,
 }

@@ -215,7 +215,7 @@ public sealed partial class MemoryNode
         Frames.FreeRecord(head.Link);
 
         // Folio-wide flags go to every page; AnonExclusive is per page already.
-        const FrameFlags Copied = FrameFlags.Anon | FrameFlags.Dirty | FrameFlags.SwapCache | FrameFlags.Lru;
+        const FrameFlags Copied = FrameFlags.Anon | FrameFlags.Dirty | FrameFlags.SwapCache | FrameFlags.Lru | FrameFlags.LazyFree;
         uint shared = (uint)(head.Flags & Copied);
         int swapReference = swapCache ? 1 : 0;
         for (int i = 0; i < pages; i++)

@@ -25,15 +25,25 @@ namespace ThpCore.Memory;
 /// has no limit (Linux stores up to <c>SWAP_MAP_MAX</c> = 0x3e in the map and continues in extra pages), and the
 /// <c>SWAP_HAS_CACHE</c> flag is not kept here: the swap cache's reference is the caller's to count.
 /// </para>
-/// <para><b>Threads.</b> Every member takes one lock; the device may be shared.</para>
+/// <para>
+/// <b>Swap cache.</b> The device also holds its part of Linux's swap cache (<c>swapper_spaces</c>: global, indexed by
+/// swap entry, so every address space using the device shares it): slot → folio for folios that are being or have
+/// been written to it (<see cref="AddToSwapCache"/>). A cached slot carries <c>SWAP_HAS_CACHE</c>: it is not free
+/// while its folio is cached, even when its swap count (<see cref="SwapCount"/>, the swap PTEs holding it) is 0.
+/// </para>
+/// <para><b>Threads.</b> Every member takes one lock; the device may be shared. Swap-cache members change folios under
+/// the node's lock while holding the device's (device lock first).</para>
 /// </remarks>
-public sealed class SwapDevice
+public sealed partial class SwapDevice
 {
     /// <summary>Slots in a cluster: 512 (Linux <c>SWAPFILE_CLUSTER</c> = <c>HPAGE_PMD_NR</c>).</summary>
     public const int ClusterSize = 512;
 
     /// <summary>Bytes in a slot: one 4 KiB page.</summary>
     public const int PageSize = 4096;
+
+    // SWAP_HAS_CACHE (Linux 0x40 in swap_map): the slot's folio is in the swap cache. The rest of the word is the count.
+    private const uint HasCache = 1u << 31;
 
     private readonly object _lock = new();
     private readonly uint[] _map;
@@ -213,7 +223,7 @@ public sealed class SwapDevice
         CheckOffset(offset);
         lock (_lock)
         {
-            return _map[offset];
+            return _map[offset] & ~HasCache;
         }
     }
 
@@ -230,9 +240,9 @@ public sealed class SwapDevice
                 ThrowHelper.ThrowInvalidOperation($"Swap device {Type}: cannot duplicate slot {ThrowHelper.Hex(offset)}: it is free (swap count 0).");
             }
 
-            if (_map[offset] == uint.MaxValue)
+            if ((_map[offset] & ~HasCache) == ~HasCache)
             {
-                ThrowHelper.ThrowInvalidOperation($"Swap device {Type}: the swap count of slot {ThrowHelper.Hex(offset)} is at its limit {uint.MaxValue}.");
+                ThrowHelper.ThrowInvalidOperation($"Swap device {Type}: the swap count of slot {ThrowHelper.Hex(offset)} is at its limit {~HasCache}.");
             }
 
             _map[offset]++;
@@ -241,31 +251,38 @@ public sealed class SwapDevice
 
     /// <summary>
     /// Takes one from the swap count of an allocated slot (Linux <c>swap_free</c>). At 0 the slot returns to the
-    /// free pool and its contents are dropped.
+    /// free pool and its contents are dropped, unless its folio is in the swap cache (<c>SWAP_HAS_CACHE</c>): then
+    /// it stays allocated until the folio leaves the cache.
     /// </summary>
     /// <returns><see langword="true"/> if the slot became free.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="offset"/> is 0 (the header) or not below <see cref="Slots"/>.</exception>
-    /// <exception cref="InvalidOperationException">The slot is already free.</exception>
+    /// <exception cref="InvalidOperationException">The slot's swap count is already 0.</exception>
     public bool Free(ulong offset)
     {
         CheckOffset(offset);
         lock (_lock)
         {
-            if (_map[offset] == 0)
-            {
-                ThrowHelper.ThrowInvalidOperation($"Swap device {Type}: cannot free slot {ThrowHelper.Hex(offset)}: it is already free (swap count 0).");
-            }
-
-            if (--_map[offset] != 0)
-            {
-                return false;
-            }
-
-            _clusterFree[offset / ClusterSize]++;
-            _freeSlots++;
-            _contents.Remove(offset);
-            return true;
+            return FreeLocked(offset);
         }
+    }
+
+    private bool FreeLocked(ulong offset)
+    {
+        if ((_map[offset] & ~HasCache) == 0)
+        {
+            ThrowHelper.ThrowInvalidOperation($"Swap device {Type}: cannot free slot {ThrowHelper.Hex(offset)}: its swap count is already 0.");
+        }
+
+        return --_map[offset] == 0 && Release(offset);
+    }
+
+    // The slot has neither users nor a cached folio: back to the free pool, contents dropped.
+    private bool Release(ulong offset)
+    {
+        _clusterFree[offset / ClusterSize]++;
+        _freeSlots++;
+        _contents.Remove(offset);
+        return true;
     }
 
     /// <summary>

@@ -26,6 +26,7 @@ public sealed partial class AddressSpace
         Root = root;
         ZeroPage = parent.ZeroPage;
         _hugeZeroPage = parent._hugeZeroPage;
+        _swap = parent._swap;
         Cpu = CpuState.Create(root.Value, _mode == PagingMode.FiveLevel ? Cr4Flags.Pae | Cr4Flags.La57 : Cr4Flags.Pae);
         _family = parent._family.Join(this);
     }
@@ -118,6 +119,12 @@ public sealed partial class AddressSpace
                 ulong pte = Read(slot);
                 if (!IsMapped(pte))
                 {
+                    if (pte != 0 && TryCopySwapPte(slot, pte, out ulong childSwapPte))
+                    {
+                        childTable = childTable.Value == 0 ? child.EnsurePteTable(chunk) : childTable;
+                        Write(PteSlot(childTable, va), childSwapPte);
+                    }
+
                     continue;
                 }
 

@@ -35,6 +35,14 @@ public sealed partial class AddressSpace
     /// range with <c>khugepaged</c> (<c>khugepaged_enter_vma</c>) is not modelled.
     /// </para>
     /// <para>
+    /// <see cref="Advice.Free"/> makes the range's pages lazyfree (<c>madvise_free_pte_range</c>,
+    /// <c>madvise_free_huge_pmd</c>): clean, old, not swap-backed (<c>pglazyfree</c>), skipping folios that look shared,
+    /// splitting large folios only partly in the range, and freeing swap entries. <see cref="Advice.Cold"/> clears the
+    /// accessed bits of pages mapped only here, and <see cref="Advice.PageOut"/> reclaims them at once
+    /// (<c>madvise_cold_or_pageout_pte_range</c> → <c>reclaim_pages</c>): swap-backed folios are swapped out as by
+    /// <see cref="SwapOut"/>, clean lazyfree folios discarded (<c>pglazyfreed</c>). See docs/address-space.md.
+    /// </para>
+    /// <para>
     /// <b>Unmapped parts.</b> When part of the range is not covered by VMAs, Linux applies the advice to the VMAs that
     /// are there and then returns <c>-ENOMEM</c>; here <see cref="InvalidOperationException"/> is thrown and nothing is
     /// changed (as <see cref="VmaList.Modify"/> does for <see cref="Protect"/>).
@@ -44,19 +52,30 @@ public sealed partial class AddressSpace
     /// multiple of 4 KiB, or the range ends above <see cref="VmaList.TaskSize"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="advice"/> is not defined (Linux: <c>-EINVAL</c>).</exception>
     /// <exception cref="InvalidOperationException">Part of the range is not mapped (Linux: <c>-ENOMEM</c>), or, for
-    /// <see cref="Advice.DontNeed"/>, a VMA in it is <see cref="VmaFlags.Locked"/> (Linux: <c>-EINVAL</c>); nothing is changed.</exception>
+    /// <see cref="Advice.DontNeed"/>, <see cref="Advice.Free"/>, <see cref="Advice.Cold"/> or <see cref="Advice.PageOut"/>, a VMA in it is
+    /// <see cref="VmaFlags.Locked"/> (Linux: <c>-EINVAL</c>); nothing is changed.</exception>
     public void Advise(VirtualAddress start, ulong length, Advice advice)
     {
-        if (advice is not (Advice.DontNeed or Advice.HugePage or Advice.NoHugePage))
+        if (advice is not (Advice.DontNeed or Advice.Free or Advice.HugePage or Advice.NoHugePage or Advice.Cold or Advice.PageOut))
         {
-            ThrowHelper.ThrowArgumentOutOfRange(nameof(advice), advice, "The advice is DontNeed, HugePage or NoHugePage.");
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(advice), advice, "The advice is DontNeed, Free, HugePage, NoHugePage, Cold or PageOut.");
         }
 
         ulong end = CheckRange(start, length);
-        if (advice == Advice.DontNeed)
+        switch (advice)
         {
-            DontNeed(start, end);
-            return;
+            case Advice.DontNeed:
+                CheckUnlockedAndMapped(start, end, "MADV_DONTNEED");
+                ZapRange(start.Value, end);
+                return;
+            case Advice.Free:
+                CheckUnlockedAndMapped(start, end, "MADV_FREE");
+                FreeRange(start.Value, end);
+                return;
+            case Advice.Cold or Advice.PageOut:
+                CheckUnlockedAndMapped(start, end, advice == Advice.Cold ? "MADV_COLD" : "MADV_PAGEOUT");
+                ColdOrPageOutRange(start.Value, end, pageout: advice == Advice.PageOut);
+                return;
         }
 
         (VmaFlags set, VmaFlags clear) = advice == Advice.HugePage
@@ -70,9 +89,10 @@ public sealed partial class AddressSpace
         SplitHugePmdAtVmaBoundary(end);
     }
 
-    private void DontNeed(VirtualAddress start, ulong end)
+    // madvise_walk_vmas: a hole in the range is -ENOMEM; madvise_dontneed_free_valid_vma (DONTNEED, FREE) and
+    // can_madv_lru_vma (COLD, PAGEOUT): VM_LOCKED is -EINVAL.
+    private void CheckUnlockedAndMapped(VirtualAddress start, ulong end, string name)
     {
-        // madvise_walk_vmas: a hole in the range is -ENOMEM; madvise_dontneed_free_valid_vma: VM_LOCKED is -EINVAL.
         ulong covered = start.Value;
         foreach (Vma vma in Vmas.FindIntersecting(start, VirtualAddress.FromRaw(end)))
         {
@@ -83,7 +103,7 @@ public sealed partial class AddressSpace
 
             if ((vma.Flags & VmaFlags.Locked) != 0)
             {
-                ThrowHelper.ThrowInvalidOperation($"MADV_DONTNEED of the locked VMA {vma} (-EINVAL).");
+                ThrowHelper.ThrowInvalidOperation($"{name} of the locked VMA {vma} (-EINVAL).");
             }
 
             covered = vma.End.Value;
@@ -93,8 +113,6 @@ public sealed partial class AddressSpace
         {
             ThrowHelper.ThrowInvalidOperation($"[{start}, {VirtualAddress.FromRaw(end)}) is not fully mapped: nothing is mapped at {VirtualAddress.FromRaw(covered)} (-ENOMEM).");
         }
-
-        ZapRange(start.Value, end);
     }
 
     private void SplitHugePmdAtVmaBoundary(ulong address)

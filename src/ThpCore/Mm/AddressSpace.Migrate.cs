@@ -272,34 +272,12 @@ public sealed partial class AddressSpace
 
         if (source.IsSwapCache)
         {
-            destination.AddToSwapCache();
-            foreach (AddressSpace member in _family.Members())
-            {
-                member.MoveSwapCacheSlots(source, destination);
-            }
-
-            source.RemoveFromSwapCache();
+            SwapDevice device = _swap ?? ThrowHelper.ThrowInvalidOperation<SwapDevice>($"The {source} is in a swap cache, but no swap device is attached.");
+            device.MigrateSwapCache(source, destination);
         }
 
         destination.SetDirty(source.IsDirty);
         destination.SetLru(source.IsLru);
-    }
-
-    private void MoveSwapCacheSlots(Folio source, Folio destination)
-    {
-        List<ulong> slots = new();
-        foreach ((ulong slot, SwapCacheEntry entry) in _swapCache)
-        {
-            if (entry.Folio == source)
-            {
-                slots.Add(slot);
-            }
-        }
-
-        foreach (ulong slot in slots)
-        {
-            _swapCache[slot] = _swapCache[slot] with { Folio = destination };
-        }
     }
 
     // remove_migration_ptes: every migration entry naming a frame of source, wherever it is now, maps target.

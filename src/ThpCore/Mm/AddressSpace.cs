@@ -253,9 +253,12 @@ public sealed partial class AddressSpace
     /// Clears every PTE and PMD of <c>[start, end)</c> and puts the folios' references, as Linux's
     /// <c>unmap_page_range</c> does for munmap and <c>MADV_DONTNEED</c>: a PMD leaf wholly inside is zapped with its
     /// deposited table (<c>zap_huge_pmd</c>), one only partly inside is split first (<c>zap_pmd_range</c>), and a THP
-    /// left partly mapped goes on the deferred-split queue (<see cref="ReleasePte"/>). The VMAs are not touched.
+    /// left partly mapped goes on the deferred-split queue (<see cref="ReleasePte"/>). Swap PTEs are cleared and their
+    /// slots released (<c>zap_nonpresent_ptes</c>, <see cref="ZapSwapPtes"/>). The VMAs are not touched.
     /// </summary>
-    private void ZapRange(ulong start, ulong end) =>
+    private void ZapRange(ulong start, ulong end)
+    {
+        ZapSwapPtes(start, end);
         ForEachMapping(
             start,
             end,
@@ -265,6 +268,7 @@ public sealed partial class AddressSpace
                 Write(slot, 0);
                 ReleasePte(pte);
             });
+    }
 
     /// <summary>
     /// Visits the mappings of <c>[start, end)</c> for a range operation, as Linux's page-range walks do for munmap and

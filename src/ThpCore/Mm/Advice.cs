@@ -12,9 +12,29 @@ public enum Advice
     /// </summary>
     DontNeed = 4,
 
+    /// <summary>
+    /// <c>MADV_FREE</c> (8): the range's private anonymous pages become lazyfree (clean, old, not swap-backed); reclaim
+    /// may then discard them without writing them, and a read after that finds zero-filled pages. Writing a page again
+    /// keeps it. Swap entries in the range are freed.
+    /// </summary>
+    Free = 8,
+
     /// <summary><c>MADV_HUGEPAGE</c> (14): sets <see cref="VmaFlags.HugePage"/> and clears <see cref="VmaFlags.NoHugePage"/>.</summary>
     HugePage = 14,
 
     /// <summary><c>MADV_NOHUGEPAGE</c> (15): sets <see cref="VmaFlags.NoHugePage"/> and clears <see cref="VmaFlags.HugePage"/>.</summary>
     NoHugePage = 15,
+
+    /// <summary>
+    /// <c>MADV_COLD</c> (20): deactivate the range's pages mapped only by this process. There are no LRU lists here, so
+    /// what is left is the page-table part: the accessed bit of their PTEs and PMDs is cleared, and large folios only
+    /// partly in the range are split.
+    /// </summary>
+    Cold = 20,
+
+    /// <summary>
+    /// <c>MADV_PAGEOUT</c> (21): reclaim the range's pages mapped only by this process now: swap-backed pages are
+    /// swapped out (as <see cref="AddressSpace.SwapOut"/>), clean lazyfree pages are discarded.
+    /// </summary>
+    PageOut = 21,
 }
