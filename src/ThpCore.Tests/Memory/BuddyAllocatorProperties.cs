@@ -94,7 +94,46 @@ public sealed class BuddyAllocatorProperties
         {
             Operation operation = scenario.Operations[step];
             string at = $"step {step} ({(operation.Allocate ? "allocate order " + operation.Order : "free")})";
-            if (operation.Allocate || held.Count == 0)
+            if (operation.Allocate && operation.Pick % 4 == 3)
+            {
+                // TryAllocateAt: the chosen block is taken exactly when the model has a free block around it.
+                int order = operation.Order;
+                ulong frame = ((ulong)(operation.Pick / 4) % scenario.Frames) & ~((1UL << order) - 1);
+                if (frame + (1UL << order) > scenario.Frames)
+                {
+                    continue;
+                }
+
+                (ulong FirstFrame, int Order)[] around = model.Where(b => b.Order >= order && b.FirstFrame <= frame && frame < b.FirstFrame + (1UL << b.Order)).ToArray();
+                bool taken = allocator.TryAllocateAt(frame, order);
+                if (taken != (around.Length == 1))
+                {
+                    return $"{at}: TryAllocateAt({frame}, {order}) gave {taken} with model blocks around it [{Describe(around)}]";
+                }
+
+                if (taken)
+                {
+                    (ulong block, int blockOrder) = around[0];
+                    model.Remove(around[0]);
+                    while (blockOrder > order)
+                    {
+                        blockOrder--;
+                        ulong upper = block + (1UL << blockOrder);
+                        model.Add(frame >= upper ? (block, blockOrder) : (upper, blockOrder));
+                        block = frame >= upper ? upper : block;
+                    }
+
+                    held.Add((frame, order));
+                    for (ulong f = frame; f < frame + (1UL << order); f++)
+                    {
+                        if (!heldFrames.Add(f) || reserved.Contains(f))
+                        {
+                            return $"{at}: frame {f} taken while {(reserved.Contains(f) ? "reserved" : "held")}";
+                        }
+                    }
+                }
+            }
+            else if (operation.Allocate || held.Count == 0)
             {
                 int order = operation.Order;
                 int smallest = Enumerable.Range(order, BuddyAllocator.MaxOrder - order + 1).FirstOrDefault(o => model.Any(b => b.Order == o), -1);

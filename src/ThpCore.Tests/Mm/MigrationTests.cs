@@ -56,6 +56,24 @@ public sealed class MigrationTests
     }
 
     [Fact]
+    public void A_lazyfree_page_stays_lazyfree_and_clean_after_migration()
+    {
+        AddressSpace space = AddressSpaceTests.Create(ReverseMapTests.Never);
+        VirtualAddress start = space.Map(K4, ReverseMapTests.Rw);
+        Store(space, start.Add(8), 42);
+        space.Advise(start, K4, Advice.Free);
+        Folio before = space.Node.FolioOf((Raw(space, start.Value, PagingLevel.Pt) & AddressBits) >> 12);
+        Assert.False(before.IsSwapBacked);
+
+        MigrationResult result = space.Migrate(start);
+
+        Assert.Equal(MigrationStatus.Migrated, result.Status);
+        Folio copy = space.Node.FolioOf(result.NewAddress.FrameNumber);
+        Assert.False(copy.IsSwapBacked);
+        Assert.False(copy.IsDirty);
+    }
+
+    [Fact]
     public void A_PMD_mapped_THP_moves_as_one_PMD_and_unwritten_frames_stay_unmaterialised()
     {
         (AddressSpace space, VirtualAddress start, Folio old) = ReverseMapTests.MappedThp();

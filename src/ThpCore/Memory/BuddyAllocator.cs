@@ -265,12 +265,7 @@ public sealed class BuddyAllocator
                     LinkAtHead(upper, high);
                 }
 
-                ref FrameMetadata first = ref Frames.Ref((ulong)block);
-                first.FlagsAndOrder = (uint)order << FrameMetadata.OrderShift;
-                first.RefCount = 0;
-                first.MapCount = -1;
-                first.Link = -1;
-                _freeFrames -= 1UL << order;
+                HandOut(block, order);
                 firstFrame = (ulong)block;
                 return true;
             }
@@ -280,6 +275,73 @@ public sealed class BuddyAllocator
 
         firstFrame = 0;
         return false;
+    }
+
+    /// <summary>
+    /// Takes the free block of 2^<paramref name="order"/> frames starting at <paramref name="firstFrame"/> out of the
+    /// free lists when it is wholly free (Linux's <c>take_page_off_buddy</c> with <c>break_down_buddy_pages</c>, as
+    /// compaction's free scanner isolates chosen free pages).
+    /// </summary>
+    /// <param name="firstFrame">The block's first frame, a multiple of 2^<paramref name="order"/>.</param>
+    /// <param name="order">The block's order, 0 to <see cref="MaxOrder"/>.</param>
+    /// <returns>
+    /// <see langword="false"/>, changing nothing, when those frames are not all inside one free block. Not counted in
+    /// <see cref="AllocationFailures"/>: asking for one particular block is not an allocation request.
+    /// </returns>
+    /// <remarks>
+    /// The enclosing free block is taken off its list and halved down to <paramref name="order"/>; each half that
+    /// does not hold <paramref name="firstFrame"/> goes back on the head of its order's list. The block comes out as
+    /// <see cref="TryAllocate"/> hands blocks out and goes back with <see cref="Free"/>. O(<see cref="MaxOrder"/>).
+    /// </remarks>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// <paramref name="order"/> is outside 0 to <see cref="MaxOrder"/>, <paramref name="firstFrame"/> is outside the
+    /// table or not a multiple of 2^<paramref name="order"/>.
+    /// </exception>
+    public bool TryAllocateAt(ulong firstFrame, int order)
+    {
+        CheckOrder(order, nameof(order));
+        if (firstFrame >= Frames.FrameCount || (firstFrame & ((1UL << order) - 1)) != 0)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(
+                nameof(firstFrame),
+                firstFrame,
+                $"Frame {ThrowHelper.Hex(firstFrame)} is not the start of an order-{order} block inside the table of {Frames.FrameCount:#,0} frames.");
+        }
+
+        lock (_lock)
+        {
+            int block;
+            int current;
+            if (IsFreeHeadOfAtLeast((int)firstFrame, order, out current))
+            {
+                block = (int)firstFrame;
+            }
+            else if (Frames.TryFindEnclosingBlock(firstFrame, order + 1, out ulong head, out current) && IsFreeHead((int)head, current))
+            {
+                block = (int)head;
+            }
+            else
+            {
+                return false;
+            }
+
+            Unlink(block, current);
+            MakeInterior(block);
+            while (current > order)
+            {
+                current--;
+                int lower = block;
+                int upper = block + (1 << current);
+                int keep = (int)firstFrame >= upper ? upper : lower;
+                int other = keep == upper ? lower : upper;
+                MakeFreeHead(other, current);
+                LinkAtHead(other, current);
+                block = keep;
+            }
+
+            HandOut(block, order);
+            return true;
+        }
     }
 
     /// <summary>Gives back a block that <see cref="TryAllocate"/> handed out, merging it with free buddies (Linux's <c>__free_one_page</c>).</summary>
@@ -447,6 +509,24 @@ public sealed class BuddyAllocator
         int higher = block & ~(1 << order);
         int higherBuddy = higher ^ (1 << (order + 1));
         return (ulong)higherBuddy < Frames.FrameCount && IsFreeHead(higherBuddy, order + 1);
+    }
+
+    // The first frame of a block leaving the free lists: allocated, unreferenced, unmapped, recording its order.
+    private void HandOut(int block, int order)
+    {
+        ref FrameMetadata first = ref Frames.Ref((ulong)block);
+        first.FlagsAndOrder = (uint)order << FrameMetadata.OrderShift;
+        first.RefCount = 0;
+        first.MapCount = -1;
+        first.Link = -1;
+        _freeFrames -= 1UL << order;
+    }
+
+    private bool IsFreeHeadOfAtLeast(int frame, int order, out int headOrder)
+    {
+        ref FrameMetadata metadata = ref Frames.Ref((ulong)frame);
+        headOrder = metadata.Order;
+        return (metadata.Flags & FrameFlags.Free) != 0 && headOrder >= order;
     }
 
     private bool IsFreeHead(int frame, int order)

@@ -132,39 +132,75 @@ public sealed partial class MemoryNode : IFrameAllocator
                 return false;
             }
 
-            int pages = 1 << order;
-            for (int i = 0; i < pages; i++)
-            {
-                // Freeing drops a frame's bytes already; this makes the zero contents unconditional (__GFP_ZERO).
-                Memory.DiscardFrame(head + (ulong)i);
-            }
-
-            uint flags = (anon ? (uint)FrameFlags.Anon : 0) | ((uint)order << FrameMetadata.OrderShift);
-            ref FrameMetadata headFrame = ref Frames.Ref(head);
-            if (order == 0)
-            {
-                headFrame.Link = -1;
-            }
-            else
-            {
-                flags |= (uint)FrameFlags.Head;
-                headFrame.Link = Frames.AllocateRecord(head);
-                for (int i = 1; i < pages; i++)
-                {
-                    ref FrameMetadata tail = ref Frames.Ref(head + (ulong)i);
-                    tail.FlagsAndOrder = (uint)FrameFlags.Tail;
-                    tail.RefCount = 0;
-                    tail.MapCount = -1;
-                    tail.Link = i;
-                }
-            }
-
-            headFrame.MapCount = -1;
-            headFrame.RefCount = 1;
-            Volatile.Write(ref headFrame.FlagsAndOrder, flags);
-            folio = new Folio(this, head, order);
+            folio = MakeFolioLocked(head, order, anon);
             return true;
         }
+    }
+
+    /// <summary>
+    /// Allocates a folio on the chosen frames <paramref name="firstFrame"/> .. + 2^<paramref name="order"/> − 1 when
+    /// they are all free, as compaction's free scanner takes chosen free pages (Linux <c>isolate_freepages_block</c>
+    /// with <c>split_map_pages</c>, then <c>compaction_alloc</c> handing them to migration); otherwise as
+    /// <see cref="TryAllocateFolio"/>.
+    /// </summary>
+    /// <param name="firstFrame">The folio's head frame, a multiple of 2^<paramref name="order"/>.</param>
+    /// <param name="order">0 to <see cref="BuddyAllocator.MaxOrder"/>.</param>
+    /// <param name="folio">The folio; <see langword="default"/> when any of the frames is not free.</param>
+    /// <param name="anon">Whether the folio is anonymous memory.</param>
+    /// <returns><see langword="false"/>, changing nothing, when those frames are not all free.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// <paramref name="order"/> is outside 0 to <see cref="BuddyAllocator.MaxOrder"/>, or <paramref name="firstFrame"/>
+    /// is outside the node or not aligned to the order.
+    /// </exception>
+    public bool TryAllocateFolioAt(ulong firstFrame, int order, out Folio folio, bool anon = true)
+    {
+        lock (_lock)
+        {
+            if (!Buddy.TryAllocateAt(firstFrame, order))
+            {
+                folio = default;
+                return false;
+            }
+
+            folio = MakeFolioLocked(firstFrame, order, anon);
+            return true;
+        }
+    }
+
+    // A block just taken from the buddy allocator becomes a folio with one reference and zero contents.
+    private Folio MakeFolioLocked(ulong head, int order, bool anon)
+    {
+        int pages = 1 << order;
+        for (int i = 0; i < pages; i++)
+        {
+            // Freeing drops a frame's bytes already; this makes the zero contents unconditional (__GFP_ZERO).
+            Memory.DiscardFrame(head + (ulong)i);
+        }
+
+        uint flags = (anon ? (uint)FrameFlags.Anon : 0) | ((uint)order << FrameMetadata.OrderShift);
+        ref FrameMetadata headFrame = ref Frames.Ref(head);
+        if (order == 0)
+        {
+            headFrame.Link = -1;
+        }
+        else
+        {
+            flags |= (uint)FrameFlags.Head;
+            headFrame.Link = Frames.AllocateRecord(head);
+            for (int i = 1; i < pages; i++)
+            {
+                ref FrameMetadata tail = ref Frames.Ref(head + (ulong)i);
+                tail.FlagsAndOrder = (uint)FrameFlags.Tail;
+                tail.RefCount = 0;
+                tail.MapCount = -1;
+                tail.Link = i;
+            }
+        }
+
+        headFrame.MapCount = -1;
+        headFrame.RefCount = 1;
+        Volatile.Write(ref headFrame.FlagsAndOrder, flags);
+        return new Folio(this, head, order);
     }
 
     /// <summary>The folio containing frame <paramref name="frameNumber"/> (Linux <c>page_folio</c> / <c>compound_head</c>).</summary>

@@ -283,6 +283,7 @@ public sealed partial class AddressSpace
 
         destination.SetDirty(source.IsDirty);
         destination.SetLru(source.IsLru);
+        destination.SetSwapBacked(source.IsSwapBacked); // __folio_migrate_mapping keeps a lazyfree folio lazyfree
     }
 
     // remove_migration_ptes: every migration entry naming a frame of source, wherever it is now, maps target.

@@ -665,7 +665,8 @@ public sealed partial class AddressSpace : IDisposable
 
             if (_hugeZeroPage is null)
             {
-                if (!Node.TryAllocateFolio(Folio.PmdOrder, out Folio zero, anon: false))
+                // get_huge_zero_page allocates with GFP_TRANSHUGE: it may compact whatever defrag says.
+                if (!TryAllocateHuge(mayCompact: true, anon: false, out Folio zero))
                 {
                     Node.FreeFrame(deposit);
                     Counters.Count(VmEvent.ThpZeroPageAllocFailed);
@@ -683,7 +684,7 @@ public sealed partial class AddressSpace : IDisposable
             return FaultAction.MappedHugeZeroPage;
         }
 
-        if (!Node.TryAllocateFolio(Folio.PmdOrder, out Folio folio))
+        if (!TryAllocateHuge(FaultMayCompact(vma), anon: true, out Folio folio))
         {
             Counters.Count(VmEvent.ThpFaultFallback);
             fallback = true;

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using System.Threading;
 using ThpCore.Memory;
 
@@ -15,6 +16,12 @@ namespace ThpCore.Mm;
 internal sealed class AnonFamily
 {
     private static long s_nextId;
+
+    // Every family with an address space on a node, for node-wide work such as compaction (Linux walks all of a
+    // zone's pages and reaches their mappings through each folio's anon_vma).
+    private static readonly ConditionalWeakTable<MemoryNode, List<AnonFamily>> s_byNode = new();
+
+    private MemoryNode? _node;
 
     private readonly List<AddressSpace> _members = new();
     private readonly Lock _lock = new();
@@ -33,8 +40,14 @@ internal sealed class AnonFamily
     /// <summary>Starts a family whose first member is <paramref name="founder"/> (<c>new AddressSpace</c>).</summary>
     internal static AnonFamily Found(AddressSpace founder)
     {
-        AnonFamily family = new();
+        AnonFamily family = new() { _node = founder.Node };
         family.Join(founder);
+        List<AnonFamily> onNode = s_byNode.GetValue(founder.Node, _ => new List<AnonFamily>());
+        lock (onNode)
+        {
+            onNode.Add(family);
+        }
+
         return family;
     }
 
@@ -52,9 +65,32 @@ internal sealed class AnonFamily
     /// <summary>Removes <paramref name="member"/>; nothing happens when it is not a member.</summary>
     internal void Leave(AddressSpace member)
     {
+        bool empty;
         lock (_lock)
         {
             _members.Remove(member);
+            empty = _members.Count == 0;
+        }
+
+        if (empty && _node is MemoryNode node && s_byNode.TryGetValue(node, out List<AnonFamily>? onNode))
+        {
+            lock (onNode)
+            {
+                onNode.Remove(this);
+            }
+        }
+    }
+
+    internal static AnonFamily[] OnNode(MemoryNode node)
+    {
+        if (!s_byNode.TryGetValue(node, out List<AnonFamily>? onNode))
+        {
+            return Array.Empty<AnonFamily>();
+        }
+
+        lock (onNode)
+        {
+            return onNode.ToArray();
         }
     }
 
