@@ -13,8 +13,9 @@ namespace ThpCore.Tests.Mm;
 
 /// <summary>
 /// The property over every operation of the Mm layer at once: random sequences of map, read, write, protect,
-/// unmap, madvise, mremap, fork, swap-out (with and without keeping the folio in the swap cache), GUP pin and unpin
-/// over a parent and up to two fork children sharing one node and one swap device. After every step
+/// unmap, madvise (including FREE, PAGEOUT and COLD), mremap, fork, swap-out (with and without keeping the folio in
+/// the swap cache), GUP pin and unpin, migration, compaction and teardown over a parent and up to two fork children
+/// sharing one node and one swap device. After every step
 /// <see cref="Books.Check"/> must hold: every folio's reference count is at least its map count plus its pins (and is
 /// exactly mappings + pin references + swap-cache references), every frame is exactly one of free, page table, or data
 /// held by a mapping, a pin, the swap cache or a zero page, every in-use swap slot is referenced by exactly its count of
@@ -51,6 +52,7 @@ public sealed class AllOperationsProperties
         Unpin,
         Migrate,
         Compact,
+        Dispose,
     }
 
     public sealed record Op(OpKind Kind, int Vma, int Page, int Pages, int Attribute, int Space)
@@ -67,7 +69,7 @@ public sealed class AllOperationsProperties
     private static readonly Gen<Op> s_opGen =
         from kind in Gen.Elements(
             OpKind.Map, OpKind.Read, OpKind.Write, OpKind.Write, OpKind.Write, OpKind.Protect, OpKind.Unmap, OpKind.Advise,
-            OpKind.Fork, OpKind.Remap, OpKind.SwapOut, OpKind.SwapOut, OpKind.Pin, OpKind.Unpin, OpKind.Advise, OpKind.Migrate, OpKind.Migrate, OpKind.Compact)
+            OpKind.Fork, OpKind.Remap, OpKind.SwapOut, OpKind.SwapOut, OpKind.Pin, OpKind.Unpin, OpKind.Advise, OpKind.Migrate, OpKind.Migrate, OpKind.Compact, OpKind.Dispose)
         from vma in Gen.Choose(0, 7)
         from page in Gen.Choose(0, 1100)
         from pages in Gen.Elements(1, 1, 2, 7, 512, 600)
@@ -181,6 +183,18 @@ public sealed class AllOperationsProperties
                     PinHandle pin = _pins[op.Page % _pins.Count];
                     _pins.Remove(pin);
                     pin.Dispose();
+                }
+
+                return null;
+            }
+
+            if (op.Kind == OpKind.Dispose)
+            {
+                // Any member but the last: its mappings, tables and swap entries go; pins and the zero pages stay.
+                if (_worlds.Count > 1)
+                {
+                    _worlds.Remove(world);
+                    space.Dispose();
                 }
 
                 return null;

@@ -8,7 +8,7 @@ namespace ThpCore.Mm;
 public sealed partial class AddressSpace
 {
     // The child of Fork: same node, mode, settings and counters; its own root table and VMA list; the parent's zero
-    // pages (Linux has one 4 KiB and one huge zero page per system; here the child joins the parent's zero-page family,
+    // pages (Linux has one 4 KiB and one huge zero page per system; here the child joins the parent's fork family,
     // which frees them when its last member is disposed).
     private AddressSpace(AddressSpace parent)
     {
@@ -26,7 +26,6 @@ public sealed partial class AddressSpace
 
         Root = root;
         ZeroPage = parent.ZeroPage;
-        _zeroFamily = parent._zeroFamily.Join();
         _swap = parent._swap;
         Cpu = CpuState.Create(root.Value, _mode == PagingMode.FiveLevel ? Cr4Flags.Pae | Cr4Flags.La57 : Cr4Flags.Pae);
         _family = parent._family.Join(this);
@@ -59,7 +58,7 @@ public sealed partial class AddressSpace
     /// Every VMA's page tables are copied (Linux skips VMAs without an <c>anon_vma</c>, which have no pages anyway, and
     /// <c>MADV_DONTFORK</c>/<c>MADV_WIPEONFORK</c> are not modelled). The mm is assumed to have <c>MMF_HAS_PINNED</c>, so
     /// <see cref="Folio.MaybeDmaPinned"/> alone decides (<c>folio_needs_cow_for_dma</c>). The child shares the
-    /// parent's zero pages (it joins the parent's zero-page family; see <see cref="Dispose"/>). When memory runs out
+    /// parent's zero pages (it joins the parent's fork family; see <see cref="Dispose"/>). When memory runs out
     /// part-way, <see cref="InvalidOperationException"/> is thrown and the partly built child is left as it is, never
     /// disposed (Linux unwinds and returns <c>-ENOMEM</c>).
     /// </para>

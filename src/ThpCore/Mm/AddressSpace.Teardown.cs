@@ -8,9 +8,6 @@ namespace ThpCore.Mm;
 /// <content>Teardown (<see cref="Dispose"/>, Linux's <c>exit_mmap</c>) and the zero pages a fork family shares.</content>
 public sealed partial class AddressSpace
 {
-    // The zero pages' owners: an address space made by the public constructor and every space forked from it, directly
-    // or not. Linux has one 4 KiB and one huge zero page per system; here each family has its own pair.
-    private readonly ZeroPageFamily _zeroFamily = new();
     private bool _disposed;
 
     /// <summary>Whether <see cref="Dispose"/> has torn the address space down.</summary>
@@ -54,8 +51,7 @@ public sealed partial class AddressSpace
 
         Node.FreeFrame(Root);
 
-        LeaveFamily();
-        _zeroFamily.Leave(ZeroPage);
+        LeaveFamily(); // the last member releases the zero pages
     }
 
     // deferred_split_folio(folio, partially_mapped: true), as __folio_remove_rmap calls it: the first time, the folio is
@@ -96,37 +92,6 @@ public sealed partial class AddressSpace
         if (_disposed)
         {
             throw new ObjectDisposedException(nameof(AddressSpace), "The address space was torn down by Dispose (exit_mmap); its page tables are freed.");
-        }
-    }
-
-    /// <summary>
-    /// The zero pages one fork family shares: the root's 4 KiB zero page and the huge zero page, allocated by the first
-    /// read fault of any member that wants it (<c>thp_zero_page_alloc</c> once per family). Each member holds one
-    /// membership; the last to leave drops the family's reference on each zero page, which frees it unless a pin holds it.
-    /// </summary>
-    private sealed class ZeroPageFamily
-    {
-        public Folio? HugeZeroPage { get; set; }
-
-        public int Members { get; private set; } = 1;
-
-        // A forked child joins its parent's family.
-        public ZeroPageFamily Join()
-        {
-            Members++;
-            return this;
-        }
-
-        public void Leave(Folio zeroPage)
-        {
-            if (--Members > 0)
-            {
-                return;
-            }
-
-            zeroPage.Put();
-            HugeZeroPage?.Put();
-            HugeZeroPage = null;
         }
     }
 }

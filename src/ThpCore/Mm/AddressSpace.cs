@@ -79,8 +79,8 @@ public sealed partial class AddressSpace : IDisposable
     private readonly SparsePhysicalMemory _memory;
     private readonly PagingMode _mode;
     private readonly Dictionary<ulong, PhysicalAddress> _deposited = new();
-    // The huge zero page lives with the zero-page family that fork children share (AddressSpace.Teardown.cs).
-    private Folio? _hugeZeroPage { get => _zeroFamily.HugeZeroPage; set => _zeroFamily.HugeZeroPage = value; }
+    // The huge zero page lives with the fork family (AnonFamily) that owns the zero pages.
+    private Folio? _hugeZeroPage { get => _family.HugeZeroPage; set => _family.HugeZeroPage = value; }
 
     /// <summary>Creates an empty address space whose root table and zero page come from <paramref name="node"/>.</summary>
     /// <param name="node">Physical memory: page tables, folios and the zero pages are allocated from it.</param>

@@ -34,6 +34,11 @@ internal sealed class AnonFamily
     /// <summary>The migration whose entries are in the members' page tables right now, if any.</summary>
     internal InFlightMigration? InFlight => Volatile.Read(ref _inFlight);
 
+    // The family's huge zero page, made at the first read fault that wants one and shared by every member, like the
+    // 4 KiB zero page the founder allocated. Linux has one of each per system; here each family owns a pair, released
+    // when its last member leaves.
+    internal Folio? HugeZeroPage { get; set; }
+
     /// <summary>A new, unique, increasing address-space id (an order for taking several spaces' locks).</summary>
     internal static long NextId() => Interlocked.Increment(ref s_nextId);
 
@@ -62,14 +67,23 @@ internal sealed class AnonFamily
         return this;
     }
 
-    /// <summary>Removes <paramref name="member"/>; nothing happens when it is not a member.</summary>
+    /// <summary>
+    /// Removes <paramref name="member"/> (its teardown); the last member to leave releases the family's zero pages and
+    /// takes the family off its node's registry. Nothing happens when it is not a member.
+    /// </summary>
     internal void Leave(AddressSpace member)
     {
         bool empty;
         lock (_lock)
         {
-            _members.Remove(member);
-            empty = _members.Count == 0;
+            empty = _members.Remove(member) && _members.Count == 0;
+        }
+
+        if (empty)
+        {
+            member.ZeroPage.Put();
+            HugeZeroPage?.Put();
+            HugeZeroPage = null;
         }
 
         if (empty && _node is MemoryNode node && s_byNode.TryGetValue(node, out List<AnonFamily>? onNode))

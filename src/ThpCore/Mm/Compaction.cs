@@ -80,7 +80,11 @@ public static class Compaction
             ThrowHelper.ThrowArgumentOutOfRange(nameof(order), order, $"Compaction runs for an order of 1 to {BuddyAllocator.MaxOrder}, or −1 for the whole node; {order} is neither.");
         }
 
-        return Run(node, order);
+        // The node lock stands for the page-table locks of every address space it rewrites (no mmap lock, as in Linux).
+        lock (node.SyncRoot)
+        {
+            return Run(node, order);
+        }
     }
 
     /// <summary>
