@@ -352,4 +352,43 @@ public sealed class ForkTests
         Assert.Equal(0x1UL, Load(parent, start.Add(M2)));
         Assert.Equal(0xA5UL, Load(parent, start.Add(5 * K4)));
     }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(6)]
+    public void Running_out_of_frames_part_way_tears_the_child_down_and_frees_everything_it_took(int framesLeft)
+    {
+        // Pinned pages are copied eagerly for the child, so a fork of many pinned pages needs many frames.
+        var space = new AddressSpace(new MemoryNode(8UL << 20), s_never);
+        VirtualAddress start = space.Map(16 * K4, Rw);
+        for (ulong page = 0; page < 16; page++)
+        {
+            Store(space, start.Add((page * K4) + 8), 0x100 + page);
+        }
+
+        using PinHandle pin = space.Pin(start, 16 * K4, write: true);
+        MemoryNode node = space.Node;
+        var eaten = new System.Collections.Generic.List<Folio>();
+        while (node.Buddy.FreeFrames > (ulong)framesLeft && node.TryAllocateFolio(0, out Folio f))
+        {
+            eaten.Add(f);
+        }
+
+        ulong free = node.Buddy.FreeFrames;
+        Assert.Throws<InvalidOperationException>(() => space.Fork());
+
+        Assert.Equal(free, node.Buddy.FreeFrames);
+        eaten.ForEach(f => f.Put());
+        Assert.Null(AllOperationsProperties.Books.Check(new System.Collections.Generic.List<AddressSpace> { space }, new[] { pin }, null));
+        for (ulong page = 0; page < 16; page++)
+        {
+            Assert.Equal(0x100 + page, Load(space, start.Add((page * K4) + 8)));
+        }
+
+        AddressSpace child = space.Fork();
+        Assert.Equal(0x10FUL, Load(child, start.Add((15 * K4) + 8)));
+    }
+
 }

@@ -59,8 +59,9 @@ public sealed partial class AddressSpace
     /// <c>MADV_DONTFORK</c>/<c>MADV_WIPEONFORK</c> are not modelled). The mm is assumed to have <c>MMF_HAS_PINNED</c>, so
     /// <see cref="Folio.MaybeDmaPinned"/> alone decides (<c>folio_needs_cow_for_dma</c>). The child shares the
     /// parent's zero pages (it joins the parent's fork family; see <see cref="Dispose"/>). When memory runs out
-    /// part-way, <see cref="InvalidOperationException"/> is thrown and the partly built child is left as it is, never
-    /// disposed (Linux unwinds and returns <c>-ENOMEM</c>).
+    /// part-way, the partly built child is torn down as <see cref="Dispose"/> does and
+    /// <see cref="InvalidOperationException"/> is thrown (Linux: <c>dup_mmap</c> fails, the child's mm is put, fork returns
+    /// <c>-ENOMEM</c>); the parent's entries keep the write protection the copy gave them.
     /// </para>
     /// </remarks>
     /// <returns>The child.</returns>
@@ -70,14 +71,24 @@ public sealed partial class AddressSpace
         using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
         AddressSpace child = new(this);
-        foreach (Vma vma in Vmas.All)
+        try
         {
-            child.Vmas.Insert(vma);
-        }
+            foreach (Vma vma in Vmas.All)
+            {
+                child.Vmas.Insert(vma);
+            }
 
-        foreach (Vma vma in Vmas.All)
+            foreach (Vma vma in Vmas.All)
+            {
+                CopyPageRange(child, vma);
+            }
+        }
+        catch (InvalidOperationException)
         {
-            CopyPageRange(child, vma);
+            // dup_mmap failing: the half-built child is torn down (mmput → exit_mmap) and fork returns -ENOMEM. The
+            // parent keeps the write protection and shared marks the copy gave its entries, as in Linux.
+            child.TearDown();
+            throw;
         }
 
         return child;

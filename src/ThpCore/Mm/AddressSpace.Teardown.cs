@@ -36,6 +36,12 @@ public sealed partial class AddressSpace
             return;
         }
 
+        TearDown();
+    }
+
+    // exit_mmap for a caller holding the locks (or the only reference: a fork child that failed part-way).
+    private void TearDown()
+    {
         _disposed = true;
         List<Vma> vmas = new(Vmas.All);
         foreach (Vma vma in vmas)
