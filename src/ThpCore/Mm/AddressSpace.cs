@@ -103,7 +103,7 @@ public sealed partial class AddressSpace : IDisposable
         Settings = settings ?? ThpSettings.Default;
         Counters = counters ?? new VmEventCounters();
         Vmas = new VmaList(mode);
-        MmapBase = Vmas.TaskSize - MmapGap;
+        MmapBase = Math.Min(Vmas.TaskSize, DefaultMapWindow) - MmapGap;
         if (!node.TryAllocateFrame(out PhysicalAddress root))
         {
             ThrowHelper.ThrowInvalidOperation("The node has no free frame for the root page table.");
@@ -140,8 +140,9 @@ public sealed partial class AddressSpace : IDisposable
     public ThpSettings Settings { get; }
 
     /// <summary>
-    /// The top of the area <see cref="Map"/> searches top-down: <see cref="VmaList.TaskSize"/> − <see cref="MmapGap"/>
-    /// (<c>0x7fff_f7ff_f000</c> with 4-level paging).
+    /// The top of the area <see cref="Map"/> searches top-down: the 47-bit default window (<c>DEFAULT_MAP_WINDOW</c>,
+    /// which is <see cref="VmaList.TaskSize"/> with 4-level paging) − <see cref="MmapGap"/>: <c>0x7fff_f7ff_f000</c> with
+    /// either paging mode, as Linux's <c>mmap_base(task_size_64bit(0))</c> without randomisation.
     /// </summary>
     public ulong MmapBase { get; }
 
@@ -152,18 +153,48 @@ public sealed partial class AddressSpace : IDisposable
     public Folio? HugeZeroPage => _hugeZeroPage;
 
     /// <summary>
-    /// Maps <paramref name="length"/> bytes of private anonymous memory, like <c>mmap(NULL, length, protection,
-    /// MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)</c>: the address comes from <see cref="VmaList.FindFreeRangeForAnonymous"/>
-    /// between <see cref="MmapMinAddress"/> and <see cref="MmapBase"/>, and the new VMA merges with compatible
-    /// neighbours. Nothing is populated.
+    /// Maps <paramref name="length"/> bytes of private anonymous memory, like <c>mmap(address, length, protection,
+    /// MAP_PRIVATE | MAP_ANONYMOUS | mapFlags, -1, 0)</c> on x86-64. The new VMA merges with compatible neighbours
+    /// (its page offset is its address in pages, as Linux gives anonymous VMAs). Nothing is populated.
     /// </summary>
+    /// <remarks>
+    /// <para>
+    /// Without an address, <see cref="VmaList.FindFreeRangeForAnonymous"/> places the mapping top-down below
+    /// <see cref="MmapBase"/> (2 MiB-aligned when the length is a multiple of 2 MiB: <c>thp_get_unmapped_area</c>).
+    /// </para>
+    /// <para>
+    /// With an address and no flag it is a hint (<c>round_hint_to_min</c>, then x86's
+    /// <c>arch_get_unmapped_area_topdown</c>): rounded down to 4 KiB, raised to <see cref="MmapMinAddress"/> when
+    /// below it, and used when <c>[hint, hint + length)</c> fits below <see cref="VmaList.TaskSize"/>, does not straddle
+    /// the 47-bit default window (<c>mmap_address_hint_valid</c>) and ends at or below the next VMA's start (less its
+    /// stack guard gap when it grows down); otherwise the top-down search runs as without a hint, with no THP
+    /// alignment (Linux aligns only hint-less mappings), up to <see cref="MmapBase"/> — or, with 5-level paging and a
+    /// hint above the 47-bit window, up to the same distance below the top of the 56-bit space. Linux's bottom-up
+    /// fallback when the top-down search fails is not modelled.
+    /// </para>
+    /// <para>
+    /// With <see cref="MapFlags.Fixed"/> the mapping goes exactly at the address, and whatever was mapped there is
+    /// unmapped first as by <see cref="Unmap"/>; with <see cref="MapFlags.FixedNoReplace"/> an existing mapping in the
+    /// range is an error (<c>-EEXIST</c>) and nothing changes.
+    /// </para>
+    /// </remarks>
     /// <param name="length">A non-zero multiple of 4 KiB.</param>
     /// <param name="protection">The access rights.</param>
     /// <param name="flags"><see cref="VmaFlags.Anonymous"/>, optionally with <see cref="VmaFlags.HugePage"/> or <see cref="VmaFlags.NoHugePage"/>.</param>
+    /// <param name="address">The hint, or with a fixed flag the address; <see langword="null"/> for none (<c>NULL</c>).</param>
+    /// <param name="mapFlags"><see cref="MapFlags.None"/>, <see cref="MapFlags.Fixed"/> or <see cref="MapFlags.FixedNoReplace"/>.</param>
     /// <returns>The start of the mapping.</returns>
-    /// <exception cref="ArgumentException"><paramref name="length"/> is zero or not a multiple of 4 KiB, or the flags or protection are not supported.</exception>
+    /// <exception cref="ArgumentException">
+    /// <paramref name="length"/> is zero or not a multiple of 4 KiB; the flags or protection are not supported; a fixed
+    /// flag without an address or with one not 4 KiB-aligned (<c>-EINVAL</c>); <see cref="MapFlags.FixedNoReplace"/>
+    /// over an existing mapping (<c>-EEXIST</c>).
+    /// </exception>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// A fixed address below <see cref="MmapMinAddress"/> (<c>-EPERM</c>) or a fixed range reaching above
+    /// <see cref="VmaList.TaskSize"/> (<c>-ENOMEM</c>).
+    /// </exception>
     /// <exception cref="InvalidOperationException">No free range is large enough (Linux: <c>-ENOMEM</c>).</exception>
-    public VirtualAddress Map(ulong length, Protection protection, VmaFlags flags = VmaFlags.Anonymous)
+    public VirtualAddress Map(ulong length, Protection protection, VmaFlags flags = VmaFlags.Anonymous, VirtualAddress? address = null, MapFlags mapFlags = MapFlags.None)
     {
         using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
@@ -178,21 +209,115 @@ public sealed partial class AddressSpace : IDisposable
             ThrowHelper.ThrowArgument(nameof(flags), $"Only private anonymous mappings are supported (Anonymous, optionally HugePage or NoHugePage); {flags} is not.");
         }
 
+        if ((mapFlags & ~(MapFlags.Fixed | MapFlags.FixedNoReplace)) != 0)
+        {
+            ThrowHelper.ThrowArgument(nameof(mapFlags), $"Map flags {mapFlags} are not Fixed, FixedNoReplace or None.");
+        }
+
         CheckProtection(protection);
-        if (length > MmapBase - MmapMinAddress)
+        VirtualAddress start = mapFlags == MapFlags.None ? FindUnmappedArea(length, address) : PrepareFixed(length, address, mapFlags);
+        Vmas.Insert(new Vma(start, start.Add(length), protection, flags, start.Value >> 12));
+        return start;
+    }
+
+    // The 47-bit default mmap window of x86-64 (DEFAULT_MAP_WINDOW): with 5-level paging, mappings go above it only
+    // when a hint asks for it.
+    private const ulong DefaultMapWindow = (1UL << 47) - PageSize4K;
+
+    // get_unmapped_area for a private anonymous mapping without MAP_FIXED.
+    private VirtualAddress FindUnmappedArea(ulong length, VirtualAddress? hint)
+    {
+        ulong high = MmapBase;
+        if (hint is VirtualAddress wanted)
+        {
+            // round_hint_to_min (do_mmap), then x86's arch_get_unmapped_area_topdown.
+            ulong addr = wanted.Value & ~(PageSize4K - 1);
+            if (addr < MmapMinAddress)
+            {
+                addr = MmapMinAddress;
+            }
+
+            if (length <= Vmas.TaskSize && addr <= Vmas.TaskSize - length
+                && (addr > DefaultMapWindow) == (addr + length > DefaultMapWindow)
+                && FitsBelowNextVma(addr, length))
+            {
+                return VirtualAddress.FromRaw(addr);
+            }
+
+            if (addr > DefaultMapWindow && Vmas.TaskSize > DefaultMapWindow)
+            {
+                high += Vmas.TaskSize - DefaultMapWindow;
+            }
+        }
+
+        if (length > high - MmapMinAddress)
         {
             ThrowHelper.ThrowInvalidOperation($"No free range of {ThrowHelper.Hex(length)} bytes (-ENOMEM).");
         }
 
-        VirtualAddress? found = Vmas.FindFreeRangeForAnonymous(length, VirtualAddress.FromRaw(MmapMinAddress), VirtualAddress.FromRaw(MmapBase));
-        if (found is not VirtualAddress start)
+        // __get_unmapped_area aligns for THP only without a hint.
+        VirtualAddress low = VirtualAddress.FromRaw(MmapMinAddress);
+        VirtualAddress? found = hint is null
+            ? Vmas.FindFreeRangeForAnonymous(length, low, VirtualAddress.FromRaw(high))
+            : Vmas.FindFreeRange(length, low, VirtualAddress.FromRaw(high));
+        return found ?? ThrowHelper.ThrowInvalidOperation<VirtualAddress>($"No free range of {ThrowHelper.Hex(length)} bytes (-ENOMEM).");
+    }
+
+    // x86's hint test: the first VMA ending above addr (find_vma) must start, less its guard gap, at or after addr + length.
+    private bool FitsBelowNextVma(ulong addr, ulong length)
+    {
+        IReadOnlyList<Vma> next = Vmas.FindIntersecting(VirtualAddress.FromRaw(addr), VirtualAddress.FromRaw(Vmas.TaskSize));
+        if (next.Count == 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"No free range of {ThrowHelper.Hex(length)} bytes (-ENOMEM).");
+            return true;
+        }
+
+        Vma vma = next[0];
+        ulong start = vma.Start.Value;
+        ulong gapStart = (vma.Flags & VmaFlags.GrowsDown) != 0 && start > Vmas.StackGuardGap ? start - Vmas.StackGuardGap : start;
+        return vma.Start.Value >= addr && addr + length <= gapStart;
+    }
+
+    // MAP_FIXED / MAP_FIXED_NOREPLACE: the address is checked, and what is mapped there is unmapped or refused.
+    private VirtualAddress PrepareFixed(ulong length, VirtualAddress? address, MapFlags mapFlags)
+    {
+        if (address is not VirtualAddress fixedAddress)
+        {
+            ThrowHelper.ThrowArgument(nameof(address), $"{mapFlags} needs an address (-EINVAL).");
             return default;
         }
 
-        Vmas.Insert(new Vma(start, start.Add(length), protection, flags, start.Value >> 12));
-        return start;
+        ulong addr = fixedAddress.Value;
+        if ((addr & (PageSize4K - 1)) != 0)
+        {
+            ThrowHelper.ThrowArgument(nameof(address), $"A fixed mapping starts on a 4 KiB boundary; {fixedAddress} does not (-EINVAL).");
+        }
+
+        if (addr < MmapMinAddress)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(address), fixedAddress.ToString(), $"A fixed mapping at {fixedAddress} lies below mmap_min_addr {ThrowHelper.Hex(MmapMinAddress)} (-EPERM).");
+        }
+
+        if (length > Vmas.TaskSize || addr > Vmas.TaskSize - length)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(address), fixedAddress.ToString(), $"A fixed mapping of {ThrowHelper.Hex(length)} bytes at {fixedAddress} reaches above the task size {ThrowHelper.Hex(Vmas.TaskSize)} (-ENOMEM).");
+        }
+
+        IReadOnlyList<Vma> overlapping = Vmas.FindIntersecting(fixedAddress, fixedAddress.Add(length));
+        if (overlapping.Count > 0)
+        {
+            if ((mapFlags & MapFlags.FixedNoReplace) != 0)
+            {
+                ThrowHelper.ThrowArgument(nameof(address), $"MAP_FIXED_NOREPLACE: {ThrowHelper.Hex(length)} bytes at {fixedAddress} overlap the mapping {overlapping[0].Start}..{overlapping[0].End} (-EEXIST).");
+            }
+
+            // mmap_region unmaps the range first (do_vmi_munmap), page tables included.
+            Vmas.Remove(fixedAddress, fixedAddress.Add(length));
+            ZapRange(addr, addr + length);
+            FreePgTablesAfterUnmap(addr, addr + length);
+        }
+
+        return fixedAddress;
     }
 
     /// <summary>

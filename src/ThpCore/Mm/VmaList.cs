@@ -291,7 +291,8 @@ public sealed class VmaList
     /// History: commit efa7df3e3bb5 ("mm: align larger anonymous mappings on THP boundaries", early 2024) aligned every anonymous
     /// mapping of at least 2 MiB; commit "mm, mmap: limit THP alignment of anonymous mappings to PMD-aligned sizes" (Vlastimil Babka,
     /// v6.12, also in stable kernels) limited it to multiples of 2 MiB because odd-sized aligned mappings regressed benchmarks.
-    /// Address hints, 32-bit and compat tasks, and bottom-up layouts are not modelled.
+    /// Address hints are handled by <see cref="AddressSpace.Map"/> (no THP alignment with a hint); 32-bit and compat tasks and
+    /// bottom-up layouts are not modelled.
     /// </para>
     /// </remarks>
     /// <param name="length">The length; a non-zero multiple of 4 KiB.</param>
