@@ -54,6 +54,8 @@ public sealed class VmEventCountersTests
         "thp_zero_page_alloc_failed",
         "thp_swpout",
         "thp_swpout_fallback",
+        "swpin_zero",
+        "swpout_zero",
     ];
 
     private static IEnumerable<VmEvent> AllEvents => Enumerable.Range(0, VmEventNames.Count).Select(i => (VmEvent)i);
@@ -185,7 +187,7 @@ public sealed class VmEventCountersTests
 
         Assert.StartsWith("pswpin 7\npswpout 0\npglazyfree 0\npgfault 0\n", text, StringComparison.Ordinal);
         Assert.Contains("\nthp_scan_exceed_share_pte 1234567890123\nthp_split_pud 0\n", text, StringComparison.Ordinal);
-        Assert.EndsWith("\nthp_swpout 0\nthp_swpout_fallback 1\n", text, StringComparison.Ordinal);
+        Assert.EndsWith("\nthp_swpout 0\nthp_swpout_fallback 1\nswpin_zero 0\nswpout_zero 0\n", text, StringComparison.Ordinal);
         string[] lines = text.Split('\n');
         Assert.Equal(VmEventNames.Count + 1, lines.Length);
         Assert.Equal("", lines[^1]);

@@ -151,7 +151,9 @@ public sealed class FolioSplitTests
         Assert.Equal(mapCount, folio.MapCount);
         Assert.Equal(folio, node.FolioOf(folio.HeadFrame + 300));
         Assert.True(folio.IsOnDeferredSplitQueue && folio.IsPartiallyMapped);
-        Assert.Equal(1, counters.Get(VmEvent.ThpSplitPageFailed));
+
+        // A PMD mapping alone is no failure for Linux's split (it splits the PMD first): counted only for the others.
+        Assert.Equal(why == "pmd" ? 0 : 1, counters.Get(VmEvent.ThpSplitPageFailed));
         Assert.Equal(0, counters.Get(VmEvent.ThpSplitPage));
     }
 
@@ -356,7 +358,8 @@ public sealed class FolioSplitTests
         if (!expectSplit)
         {
             bool unchanged = folio.RefCount == refCount && node.Buddy.FreeFrames == freeBefore && result.PagesFreed == 0
-                && node.FolioOf(folio.HeadFrame + 511) == folio && counters.Get(VmEvent.ThpSplitPageFailed) == 1;
+                && node.FolioOf(folio.HeadFrame + 511) == folio
+                && counters.Get(VmEvent.ThpSplitPageFailed) == (s.Pins == 0 && s.Extra == 0 ? 0 : 1); // not for a PMD mapping alone
             return unchanged ? null : "a refused split changed something";
         }
 

@@ -359,4 +359,40 @@ public sealed class SwapDeviceTests
         Assert.Equal(freeFrames, node.Buddy.FreeFrames);
         Assert.Throws<InvalidOperationException>(() => device.AddToSwapCache(folio, slot));
     }
+
+    [Fact]
+    public void Zeromap_marks_read_as_zero_and_are_cleared_by_a_write_or_by_freeing_the_slot()
+    {
+        var device = new SwapDevice(0, 1024);
+        Assert.True(device.TryAllocate(out ulong a));
+        Assert.True(device.TryAllocate(out ulong b));
+        byte[] page = new byte[SwapDevice.PageSize];
+        page[7] = 0x42;
+        device.StoreContents(a, page);
+
+        device.MarkZeroFilled(a, 2);
+
+        Assert.True(device.IsZeroFilled(a) && device.IsZeroFilled(b));
+        byte[] read = new byte[SwapDevice.PageSize];
+        device.ReadContents(a, read);
+        Assert.All(read, x => Assert.Equal(0, x)); // the old contents are gone with the mark
+
+        device.StoreContents(a, page);
+        Assert.False(device.IsZeroFilled(a));
+        Assert.True(device.Free(b));
+        Assert.True(device.TryAllocate(out ulong again));
+        Assert.Equal(b, again);
+        Assert.False(device.IsZeroFilled(again));
+    }
+
+    [Fact]
+    public void Zeromap_refuses_free_slots_and_bad_ranges()
+    {
+        var device = new SwapDevice(0, 1024);
+        Assert.Throws<InvalidOperationException>(() => device.MarkZeroFilled(5, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => device.MarkZeroFilled(0, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => device.MarkZeroFilled(1, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => device.MarkZeroFilled(1020, 8));
+    }
+
 }

@@ -249,10 +249,25 @@ public sealed class CountersAuditTests
                 SwapOutResult result = space.SwapOut(VirtualAddress.FromRaw(B));
                 Assert.Equal((SwapOutStatus.NoSwapSpace, true, 511), (result.Status, result.Split, result.Pages)); // the last page found no slot
             },
-            (VmEvent.PswpOut, 511),
+            (VmEvent.PswpOut, 1),
             (VmEvent.ThpSplitPage, 1),
             (VmEvent.ThpSplitPmd, 1),
-            (VmEvent.ThpSwpOutFallback, 1));
+            (VmEvent.ThpSwpOutFallback, 1),
+            (VmEvent.SwpOutZero, 510)); // only page 0 was written; each other page is an all-zero folio
+    }
+
+    [Fact]
+    public void Swpout_zero_and_swpin_zero_count_an_all_zero_folio_recorded_in_the_zeromap_instead_of_written()
+    {
+        // v6.12 swap_writepage: is_folio_zero_filled → swap_zeromap_folio_set, no I/O: neither thp_swpout nor pswpout.
+        AddressSpace space = WithThpAt(B, s_always);
+        space.AttachSwap(new SwapDevice(1, 4 * SwapDevice.ClusterSize));
+        Touch(space, B); // written, but only with zeros
+
+        AssertCounts(space, () => Assert.True(space.SwapOut(VirtualAddress.FromRaw(B)).IsSwappedOut), (VmEvent.SwpOutZero, 512), (VmEvent.ThpSplitPmd, 1));
+
+        // The refault reads nothing (swap_read_folio_zeromap) but is still a major fault.
+        AssertCounts(space, () => Assert.Equal(FaultAction.SwapIn, Touch(space, B + (7 * K4)).Fault), (VmEvent.PgFault, 1), (VmEvent.PgMajFault, 1), (VmEvent.SwpInZero, 1));
     }
 
     [Fact]

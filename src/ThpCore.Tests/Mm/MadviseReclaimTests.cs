@@ -148,11 +148,16 @@ public sealed class MadviseReclaimTests
     {
         (MemoryNode node, AddressSpace space, SwapDevice device, VirtualAddress start) = SwapLifecycleTests.Setup(2048);
         ulong head = space.Access(start, AccessKind.Write).PhysicalAddress.FrameNumber;
+        for (ulong i = 16; i < 20; i++)
+        {
+            node.Memory.GetWritableFrame(head + i)[0] = (byte)i; // not zero-filled, so written rather than zeromapped
+        }
 
         space.Advise(start.Add(16 * Page), 4 * Page, Advice.PageOut);
 
         Assert.Equal(1, space.Counters.Get(VmEvent.ThpSplitPage));
         Assert.Equal(4, space.Counters.Get(VmEvent.PswpOut));
+        Assert.Equal(0, space.Counters.Get(VmEvent.SwpOutZero));
         Assert.Equal(0, space.Counters.Get(VmEvent.ThpSwpOut));
         Assert.Equal(4UL, device.UsedSlots);
         Assert.False(Pte(space, start.Value + (17 * Page)).IsPresent);

@@ -137,4 +137,16 @@ public enum VmEvent
 
     /// <summary><c>thp_swpout_fallback</c> (<c>THP_SWPOUT_FALLBACK</c>): a THP was split before being swapped out.</summary>
     ThpSwpOutFallback,
+
+    /// <summary>
+    /// <c>swpin_zero</c> (<c>SWPIN_ZERO</c>, v6.12): a page swapped in from the swap zeromap, filled with zeros without
+    /// any I/O (so no <c>pswpin</c>).
+    /// </summary>
+    SwpInZero,
+
+    /// <summary>
+    /// <c>swpout_zero</c> (<c>SWPOUT_ZERO</c>, v6.12): a page of an all-zero folio recorded in the swap zeromap instead
+    /// of being written (so no <c>pswpout</c> or <c>thp_swpout</c>).
+    /// </summary>
+    SwpOutZero,
 }

@@ -8,7 +8,7 @@ namespace ThpCore.Diagnostics;
 public static class VmEventNames
 {
     /// <summary>The number of <see cref="VmEvent"/> members; they are numbered 0 to <c>Count - 1</c>.</summary>
-    public const int Count = (int)VmEvent.ThpSwpOutFallback + 1;
+    public const int Count = (int)VmEvent.SwpOutZero + 1;
 
     // Indexed by VmEvent, in vmstat_text order.
     private static readonly string[] s_names =
@@ -49,6 +49,8 @@ public static class VmEventNames
         "thp_zero_page_alloc_failed",
         "thp_swpout",
         "thp_swpout_fallback",
+        "swpin_zero",
+        "swpout_zero",
     ];
 
     /// <summary>The event's name as <c>/proc/vmstat</c> prints it, e.g. <c>thp_scan_exceed_share_pte</c>.</summary>

@@ -66,7 +66,8 @@ public sealed partial class MemoryNode
     /// </para>
     /// <para>
     /// Counts <see cref="VmEvent.ThpSplitPage"/> on success and <see cref="VmEvent.ThpSplitPageFailed"/> on a
-    /// refusal, for PMD-order folios only, as Linux does; nothing is counted for an order-0 or freed folio.
+    /// refusal Linux also makes (pinned or unexpected references; not a PMD mapping alone, which Linux's split would
+    /// split first), for PMD-order folios only; nothing is counted for an order-0 or freed folio.
     /// </para>
     /// </remarks>
     /// <param name="folio">A folio of this node.</param>
@@ -186,24 +187,18 @@ public sealed partial class MemoryNode
         ref FrameMetadata head = ref Frames.Ref(headNumber);
         ref LargeFolioRecord record = ref Frames.Record(head.Link);
         bool swapCache = (head.Flags & FrameFlags.SwapCache) != 0;
-        FolioSplitRefusal refusal = FolioSplitRefusal.None;
-        if (record.EntireMapCount >= 0)
-        {
-            refusal = FolioSplitRefusal.PmdMapped;
-        }
-        else if (record.PinCount > 0)
-        {
-            refusal = FolioSplitRefusal.Pinned;
-        }
-        else if ((long)head.RefCount != (long)record.TotalMapCount + (swapCache ? pages : 0) + extraReferences)
-        {
-            refusal = FolioSplitRefusal.UnexpectedReferences;
-        }
+        // Linux's own verdict (can_split_folio): pins or unexpected references fail the split.
+        FolioSplitRefusal linux = record.PinCount > 0 ? FolioSplitRefusal.Pinned
+            : (long)head.RefCount != (long)record.TotalMapCount + (swapCache ? pages : 0) + extraReferences ? FolioSplitRefusal.UnexpectedReferences
+            : FolioSplitRefusal.None;
 
+        // A PMD mapping is no failure in Linux (unmap_folio splits it first); the node has no page tables, so the
+        // mapping's owner must split it, and the refusal says so, counting thp_split_page_failed only when Linux fails.
+        FolioSplitRefusal refusal = record.EntireMapCount >= 0 ? FolioSplitRefusal.PmdMapped : linux;
         bool pmdOrder = folio.Order == Folio.PmdOrder;
         if (refusal != FolioSplitRefusal.None)
         {
-            if (pmdOrder)
+            if (pmdOrder && linux != FolioSplitRefusal.None)
             {
                 counters?.Count(VmEvent.ThpSplitPageFailed);
             }

@@ -49,6 +49,9 @@ public sealed partial class SwapDevice
     private readonly uint[] _map;
     private readonly int[] _clusterFree;
     private readonly Dictionary<ulong, byte[]> _contents = new();
+
+    // v6.12's swap zeromap (si->zeromap): slots of an all-zero folio, recorded instead of written.
+    private readonly HashSet<ulong> _zeromap = new();
     private ulong _freeSlots;
     private long _clusterAllocations;
     private long _clusterFailures;
@@ -282,7 +285,50 @@ public sealed partial class SwapDevice
         _clusterFree[offset / ClusterSize]++;
         _freeSlots++;
         _contents.Remove(offset);
+        _zeromap.Remove(offset);
         return true;
+    }
+
+    /// <summary>
+    /// Records that slots <paramref name="first"/> .. + <paramref name="count"/> − 1 hold an all-zero folio instead of
+    /// writing it (Linux v6.12 <c>swap_writepage</c> → <c>swap_zeromap_folio_set</c>): no I/O, and a read of such a
+    /// slot fills zeros (<c>swap_read_folio_zeromap</c>). Freeing a slot, or writing it, clears its mark.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A slot is 0 (the header) or not below <see cref="Slots"/>, or <paramref name="count"/> is not positive.</exception>
+    /// <exception cref="InvalidOperationException">A slot is free.</exception>
+    public void MarkZeroFilled(ulong first, int count)
+    {
+        if (count <= 0)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(count), count, "A zero-filled folio covers at least one slot.");
+        }
+
+        CheckOffset(first);
+        CheckOffset(first + (ulong)count - 1);
+        lock (_lock)
+        {
+            for (ulong slot = first; slot < first + (ulong)count; slot++)
+            {
+                CheckInUse(slot, "mark");
+            }
+
+            for (ulong slot = first; slot < first + (ulong)count; slot++)
+            {
+                _contents.Remove(slot);
+                _zeromap.Add(slot);
+            }
+        }
+    }
+
+    /// <summary>Whether slot <paramref name="offset"/> is marked zero-filled (<see cref="MarkZeroFilled"/>).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="offset"/> is 0 (the header) or not below <see cref="Slots"/>.</exception>
+    public bool IsZeroFilled(ulong offset)
+    {
+        CheckOffset(offset);
+        lock (_lock)
+        {
+            return _zeromap.Contains(offset);
+        }
     }
 
     /// <summary>
@@ -303,6 +349,7 @@ public sealed partial class SwapDevice
         lock (_lock)
         {
             CheckInUse(offset, "write to");
+            _zeromap.Remove(offset); // swap_zeromap_folio_clear before the write
             if (!page.ContainsAnyExcept((byte)0))
             {
                 _contents.Remove(offset);

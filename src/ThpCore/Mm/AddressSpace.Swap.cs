@@ -227,18 +227,28 @@ public sealed partial class AddressSpace
     {
         SwapDevice device = _swap!;
         device.AddToSwapCache(folio, first);
-        for (int i = 0; i < folio.PageCount; i++)
+        if (IsZeroFilled(folio))
         {
-            device.StoreContents(first + (ulong)i, folio.ReadPage(i));
+            // swap_writepage: an all-zero folio is only recorded in the zeromap; no I/O, so no pswpout or thp_swpout.
+            device.MarkZeroFilled(first, folio.PageCount);
+            Counters.Add(VmEvent.SwpOutZero, folio.PageCount);
+        }
+        else
+        {
+            for (int i = 0; i < folio.PageCount; i++)
+            {
+                device.StoreContents(first + (ulong)i, folio.ReadPage(i));
+            }
+
+            // count_swpout_vm_event at writeout.
+            if (folio.Order == Folio.PmdOrder)
+            {
+                Counters.Count(VmEvent.ThpSwpOut);
+            }
+
+            Counters.Add(VmEvent.PswpOut, folio.PageCount);
         }
 
-        // count_swpout_vm_event at writeout.
-        if (folio.Order == Folio.PmdOrder)
-        {
-            Counters.Count(VmEvent.ThpSwpOut);
-        }
-
-        Counters.Add(VmEvent.PswpOut, folio.PageCount);
         foreach (ulong pteVa in UnmapPmds(hugeChunks, pteAddresses))
         {
             PhysicalAddress pteSlot = PteSlotOf(pteVa);
@@ -388,8 +398,17 @@ public sealed partial class AddressSpace
             }
 
             index = 0;
-            device.ReadContents(offset, folio.GetWritablePage(0));
-            Counters.Count(VmEvent.PswpIn);
+            if (device.IsZeroFilled(offset))
+            {
+                // swap_read_folio_zeromap: the new page stays zero, no I/O.
+                Counters.Count(VmEvent.SwpInZero);
+            }
+            else
+            {
+                device.ReadContents(offset, folio.GetWritablePage(0));
+                Counters.Count(VmEvent.PswpIn);
+            }
+
             Counters.Count(VmEvent.PgMajFault);
             if (device.SwapCount(offset) == 1)
             {
@@ -483,6 +502,20 @@ public sealed partial class AddressSpace
         if (childPte != pte)
         {
             Write(slot, childPte);
+        }
+
+        return true;
+    }
+
+    // is_folio_zero_filled: every page reads as zeros (a frame never written is zero without being read).
+    private bool IsZeroFilled(Folio folio)
+    {
+        for (int i = 0; i < folio.PageCount; i++)
+        {
+            if (Node.Memory.IsMaterialized(folio.HeadFrame + (ulong)i) && folio.ReadPage(i).ContainsAnyExcept((byte)0))
+            {
+                return false;
+            }
         }
 
         return true;

@@ -43,9 +43,10 @@ public readonly record struct CompactionResult(CompactionStatus Status, int Bloc
 /// Movable: an anonymous order-0 folio mapped only by address spaces of one fork family on this node, neither maybe
 /// DMA-pinned nor holding references beyond its mappings and the swap cache (Linux's
 /// <c>isolate_migratepages_block</c> skips a page whose reference count exceeds its map count). Unmovable: page tables,
-/// zero pages, reserved frames, pinned or otherwise referenced folios. A THP's pageblock is skipped whole (Linux
-/// skips compound pages of pageblock order). The free scanner never takes a page from a wholly free pageblock
-/// (<c>suitable_migration_target</c>) nor from a pageblock at or below the migrate scanner.
+/// zero pages, reserved frames, pinned or otherwise referenced folios (a swap-cache folio is taken, and migration
+/// checks its references). A THP's pageblock is skipped whole (Linux skips compound pages of pageblock order). The free
+/// scanner never takes a page from a free block of the requested order or larger (pageblock order for a full run:
+/// <c>suitable_migration_target</c> since v6.9) nor from a pageblock at or below the migrate scanner.
 /// </para>
 /// <para>
 /// Simplified: no zones, migrate types, watermarks, skip hints, deferral (<c>defer_compaction</c>), priorities or
@@ -135,7 +136,9 @@ public static class Compaction
         }
 
         Dictionary<ulong, AddressSpace> owners = MappedFolioOwners(node);
-        var scan = new FreeScanner(node);
+        // suitable_migration_target (v6.9+): a free page in a buddy block of at least cc->order (pageblock_order for a
+        // full run) is what compaction is making, not a target.
+        var scan = new FreeScanner(node, order > 0 ? order : PageblockOrder);
         int blocks = 0;
         int migrated = 0;
         int failures = 0;
@@ -201,8 +204,10 @@ public static class Compaction
                 return false;
             }
 
+            // isolate_migratepages_block: an anonymous folio without a mapping (not in the swap cache) holding references
+            // beyond its mappings is skipped; a swap-cache folio is isolated and its references checked by migration.
             if (folio.Order == 0 && folio.IsAnon && owners.ContainsKey(folio.HeadFrame) && !folio.MaybeDmaPinned
-                && folio.RefCount == folio.MapCount + (folio.IsSwapCache ? 1 : 0))
+                && (folio.IsSwapCache || folio.RefCount == folio.MapCount))
             {
                 movable.Add(folio);
             }
@@ -244,9 +249,12 @@ public static class Compaction
         private readonly MemoryNode _node;
         private ulong _frame;
 
-        public FreeScanner(MemoryNode node)
+        private readonly int _keepOrder;
+
+        public FreeScanner(MemoryNode node, int keepOrder)
         {
             _node = node;
+            _keepOrder = keepOrder;
             _frame = node.Frames.FrameCount / PageblockFrames * PageblockFrames;
             Block = _frame / PageblockFrames;
         }
@@ -263,10 +271,11 @@ public static class Compaction
                 ulong frame = _frame - 1;
                 Block = frame / PageblockFrames;
                 FrameInfo info = _node.Frames.Describe(frame);
-                if ((info.Flags & FrameFlags.Free) != 0 && _node.Frames.Describe(info.HeadFrame).Order >= PageblockOrder)
+                if ((info.Flags & FrameFlags.Free) != 0 && _node.Frames.Describe(info.HeadFrame).Order >= _keepOrder)
                 {
-                    // A wholly free pageblock is what compaction is making, not a source of targets.
-                    _frame = Block * PageblockFrames;
+                    // A free block of the order being made is skipped whole.
+                    _frame = info.HeadFrame;
+                    Block = _frame / PageblockFrames;
                     continue;
                 }
 
