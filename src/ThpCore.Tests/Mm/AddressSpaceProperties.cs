@@ -179,135 +179,63 @@ public sealed class AddressSpaceProperties
         return null;
     }
 
-    internal static string? CheckBooks(List<AddressSpace> spaces)
+    // The node's books (MmBooks.Check, no pins or swap), and two rules that hold without swap and migration: every PMD
+    // leaf lies inside one VMA, and a THP mapped partly by PTEs and by no PMD is on the deferred-split queue.
+    internal static string? CheckBooks(List<AddressSpace> spaces) =>
+        MmBooks.Check(spaces, [], device: null) ?? CheckLeavesAndQueue(spaces);
+
+    private static string? CheckLeavesAndQueue(List<AddressSpace> spaces)
     {
         MemoryNode node = spaces[0].Node;
-        var mappings = new Dictionary<ulong, int>();
-        var zeroPages = new HashSet<Folio>();
-        long tables = 0;
-        long hugeLeaves = 0;
-
-        string? straddling = null;
-        AddressSpace space = spaces[0];
-
-        void Visit(ulong table, int level, ulong baseVa)
+        var mapped = new Dictionary<ulong, int>();
+        string? problem = null;
+        foreach (AddressSpace space in spaces)
         {
-            tables++;
-            for (ulong i = 0; i < 512; i++)
+            foreach (Vma vma in space.Vmas.All)
             {
-                ulong va = baseVa + (i << (12 + (9 * (level - 1))));
-                ulong raw = ((IPhysicalMemory)node.Memory).ReadUInt64(PhysicalAddress.Create(table + (i * 8)));
-                if ((raw & 0x101) == 0)
+                for (ulong chunk = vma.Start.Value & ~(M2 - 1); chunk < vma.End.Value; chunk += M2)
                 {
-                    continue;
-                }
-
-                bool leaf = level == 1 || (level == 2 && (raw & 0x80) != 0);
-                if (!leaf)
-                {
-                    Visit(raw & PageTableEntry.AddressMask4K, level - 1, va);
-                    continue;
-                }
-
-                ulong frame = (raw & (level == 1 ? PageTableEntry.AddressMask4K : PageTableEntry.AddressMask2M)) >> 12;
-                if (level == 2)
-                {
-                    hugeLeaves++;
-                    Vma? vma = space.Vmas.Find(VirtualAddress.FromRaw(va));
-                    if (vma is null || vma.End.Value < va + M2)
+                    ulong pde = AddressSpaceTests.Entry(space, chunk, PagingLevel.Pd) ?? 0;
+                    if ((pde & 0x81) == 0x81)
                     {
-                        straddling ??= $"the PMD leaf at {va:x} is not inside one VMA ({vma})";
+                        if (chunk < vma.Start.Value || chunk + M2 > vma.End.Value)
+                        {
+                            problem ??= $"the PMD leaf at {chunk:x} is not inside one VMA ({vma})";
+                        }
+
+                        continue;
+                    }
+
+                    if ((pde & 1) == 0)
+                    {
+                        continue;
+                    }
+
+                    ulong table = pde & PageTableEntry.AddressMask4K;
+                    for (ulong va = Math.Max(chunk, vma.Start.Value); va < Math.Min(chunk + M2, vma.End.Value); va += K4)
+                    {
+                        ulong pte = ((IPhysicalMemory)node.Memory).ReadUInt64(PhysicalAddress.Create(table + (((va >> 12) & 0x1FF) * 8)));
+                        if ((pte & 1) != 0
+                            && node.TryGetFolio(PhysicalAddress.FromFrameNumber((pte & PageTableEntry.AddressMask4K) >> 12), out Folio folio)
+                            && folio.IsLarge && folio.IsAnon)
+                        {
+                            mapped[folio.HeadFrame] = mapped.GetValueOrDefault(folio.HeadFrame) + 1;
+                        }
                     }
                 }
-
-                if (frame == space.ZeroPage.HeadFrame)
-                {
-                    continue;
-                }
-
-                if (space.HugeZeroPage is Folio hz && frame >= hz.HeadFrame && frame < hz.HeadFrame + 512)
-                {
-                    continue;
-                }
-
-                Folio folio = node.FolioOf(frame);
-                mappings[folio.HeadFrame] = mappings.GetValueOrDefault(folio.HeadFrame) + 1;
             }
         }
 
-        foreach (AddressSpace each in spaces)
-        {
-            space = each;
-            zeroPages.Add(each.ZeroPage);
-            if (each.HugeZeroPage is Folio huge)
-            {
-                zeroPages.Add(huge);
-            }
-
-            Visit(each.Root.Value, (int)each.Cpu.PagingMode, 0);
-        }
-
-        if (straddling is not null)
-        {
-            return straddling;
-        }
-
-        long dataFrames = zeroPages.Sum(z => (long)z.PageCount);
-        foreach ((ulong head, int count) in mappings)
+        foreach (ulong head in mapped.Keys)
         {
             Folio folio = node.FolioOf(head);
-            if (folio.MapCount != count || folio.RefCount < folio.MapCount + folio.PinCount || folio.RefCount != count)
-            {
-                return $"{folio}: {count} mappings in the tables, MapCount {folio.MapCount}, RefCount {folio.RefCount}";
-            }
-
-            if (folio.IsLarge && folio.MapCount < 512 && folio.EntireMapCount == 0 && !folio.IsOnDeferredSplitQueue)
+            if (folio.MapCount < 512 && folio.EntireMapCount == 0 && !folio.IsOnDeferredSplitQueue)
             {
                 return $"{folio} is partly mapped ({folio.MapCount}) but not queued for deferred split";
             }
-
-            dataFrames += folio.PageCount;
         }
 
-        long free = 0;
-        long pageTables = 0;
-        long data = 0;
-        for (ulong frame = 0; frame < node.Frames.FrameCount; frame++)
-        {
-            FrameFlags flags = node.Frames.Describe(frame).Flags;
-            if ((flags & FrameFlags.Free) != 0)
-            {
-                free++;
-            }
-            else if ((flags & FrameFlags.PageTable) != 0)
-            {
-                pageTables++;
-            }
-            else if ((flags & FrameFlags.Reserved) != 0)
-            {
-                return $"frame {frame} is reserved in a node without reserved ranges";
-            }
-            else
-            {
-                data++;
-            }
-        }
-
-        if (pageTables != tables + hugeLeaves)
-        {
-            return $"{pageTables} page-table frames, but {tables} tables are reachable and {hugeLeaves} are deposited";
-        }
-
-        if (data != dataFrames)
-        {
-            return $"{data} data frames, but the mapped folios and zero pages hold {dataFrames}";
-        }
-
-        if ((ulong)free != node.Buddy.FreeFrames)
-        {
-            return $"{free} free frames, the buddy allocator says {node.Buddy.FreeFrames}";
-        }
-
-        return null;
+        return problem;
     }
+
 }

@@ -381,7 +381,7 @@ public sealed class ForkTests
 
         Assert.Equal(free, node.Buddy.FreeFrames);
         eaten.ForEach(f => f.Put());
-        Assert.Null(AllOperationsProperties.Books.Check(new System.Collections.Generic.List<AddressSpace> { space }, new[] { pin }, null));
+        Assert.Null(MmBooks.Check(new System.Collections.Generic.List<AddressSpace> { space }, new[] { pin }, null));
         for (ulong page = 0; page < 16; page++)
         {
             Assert.Equal(0x100 + page, Load(space, start.Add((page * K4) + 8)));
