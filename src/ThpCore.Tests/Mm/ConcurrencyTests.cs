@@ -318,6 +318,72 @@ public sealed class ConcurrencyTests
 
     // Accessor threads hammer two 8 MiB slots while one thread changes them: mprotect, madvise, split, munmap + mmap,
     // mremap between the slots. Segfaults are expected (a slot is often unmapped or PROT_NONE); nothing else is.
+    [Fact]
+    public void Migration_and_compaction_race_accesses_in_a_fork_family_and_every_byte_survives()
+    {
+        // Parent and child share 4 KiB pages copy-on-write and each has private pages; one thread migrates pages and
+        // compacts the node while the others read (only reads: a physical address goes stale when a page moves, so
+        // the bytes are checked through fresh accesses after the race).
+        AddressSpace parent = AddressSpaceTests.Create(s_never, 32UL << 20);
+        VirtualAddress start = parent.Map(256 * K4, Rw);
+        for (ulong page = 0; page < 256; page++)
+        {
+            Store(parent, start.Add((page * K4) + 8), 0x5000 + page);
+        }
+
+        AddressSpace child = parent.Fork();
+        for (ulong page = 0; page < 256; page += 4)
+        {
+            Store(child, start.Add((page * K4) + 8), 0x9000 + page); // copy-on-write: the child's own page
+        }
+
+        using var done = new ManualResetEventSlim();
+        var statuses = new ConcurrentDictionary<MigrationStatus, int>();
+        RunTogether(Threads, t =>
+        {
+            var random = new Random(t + 11);
+            if (t == 0)
+            {
+                try
+                {
+                    for (int step = 0; step < 300; step++)
+                    {
+                        AddressSpace space = random.Next(2) == 0 ? parent : child;
+                        MigrationResult result = space.Migrate(start.Add((ulong)random.Next(256) * K4));
+                        statuses.AddOrUpdate(result.Status, 1, (_, n) => n + 1);
+                        if (step % 50 == 49)
+                        {
+                            Compaction.Compact(parent.Node);
+                        }
+                    }
+                }
+                finally
+                {
+                    done.Set();
+                }
+
+                return;
+            }
+
+            do
+            {
+                AddressSpace space = random.Next(2) == 0 ? parent : child;
+                AccessResult result = space.Access(start.Add(((ulong)random.Next(256) * K4) + 8), AccessKind.Read);
+                Assert.Equal(AccessStatus.Translated, result.Status);
+            }
+            while (!done.IsSet);
+        });
+
+        Assert.True(statuses.GetValueOrDefault(MigrationStatus.Migrated) > 0, string.Join(", ", statuses));
+        for (ulong page = 0; page < 256; page++)
+        {
+            Assert.Equal(0x5000 + page, Load(parent, start.Add((page * K4) + 8)));
+            Assert.Equal(page % 4 == 0 ? 0x9000 + page : 0x5000 + page, Load(child, start.Add((page * K4) + 8)));
+        }
+
+        Assert.Null(AddressSpaceProperties.CheckBooks([parent, child]));
+    }
+
     private static void AccessesRacingStructuralOperations(int steps, int seed)
     {
         const ulong Size = 8UL << 20;
