@@ -14,7 +14,7 @@ namespace ThpCore.Tests.Mm;
 /// <summary>
 /// The property over every operation of the Mm layer at once: random sequences of map, read, write, protect,
 /// unmap, madvise (including FREE, PAGEOUT and COLD), mremap, fork, swap-out (with and without keeping the folio in
-/// the swap cache), GUP pin and unpin, migration, compaction and teardown over a parent and up to two fork children
+/// the swap cache), GUP pin and unpin, mlock and munlock, migration, compaction and teardown over a parent and up to two fork children
 /// sharing one node and one swap device. After every step
 /// <see cref="MmBooks.Check"/> must hold: every folio's reference count is at least its map count plus its pins (and is
 /// exactly mappings + pin references + swap-cache references), every frame is exactly one of free, page table, or data
@@ -53,6 +53,7 @@ public sealed class AllOperationsProperties
         Migrate,
         Compact,
         Dispose,
+        Mlock,
     }
 
     public sealed record Op(OpKind Kind, int Vma, int Page, int Pages, int Attribute, int Space)
@@ -69,7 +70,7 @@ public sealed class AllOperationsProperties
     private static readonly Gen<Op> s_opGen =
         from kind in Gen.Elements(
             OpKind.Map, OpKind.Read, OpKind.Write, OpKind.Write, OpKind.Write, OpKind.Protect, OpKind.Unmap, OpKind.Advise,
-            OpKind.Fork, OpKind.Remap, OpKind.SwapOut, OpKind.SwapOut, OpKind.Pin, OpKind.Unpin, OpKind.Advise, OpKind.Migrate, OpKind.Migrate, OpKind.Compact, OpKind.Dispose)
+            OpKind.Fork, OpKind.Remap, OpKind.SwapOut, OpKind.SwapOut, OpKind.Pin, OpKind.Unpin, OpKind.Advise, OpKind.Migrate, OpKind.Migrate, OpKind.Compact, OpKind.Dispose, OpKind.Mlock)
         from vma in Gen.Choose(0, 7)
         from page in Gen.Choose(0, 1100)
         from pages in Gen.Elements(1, 1, 2, 7, 512, 600)
@@ -242,6 +243,21 @@ public sealed class AllOperationsProperties
                     return null;
                 case OpKind.Advise:
                     Advice advice = s_advice[op.Attribute % s_advice.Length];
+                    if (advice is Advice.DontNeed or Advice.Free or Advice.Cold or Advice.PageOut
+                        && space.Vmas.FindIntersecting(VirtualAddress.FromRaw(page), VirtualAddress.FromRaw(page + (pages * K4))).Any(v => (v.Flags & VmaFlags.Locked) != 0))
+                    {
+                        // madvise of a VM_LOCKED VMA is -EINVAL, with nothing changed.
+                        try
+                        {
+                            space.Advise(VirtualAddress.FromRaw(page), pages * K4, advice);
+                            return $"{advice} of a locked range was not refused";
+                        }
+                        catch (InvalidOperationException)
+                        {
+                            return null;
+                        }
+                    }
+
                     space.Advise(VirtualAddress.FromRaw(page), pages * K4, advice);
                     if (advice == Advice.DontNeed)
                     {
@@ -253,6 +269,17 @@ public sealed class AllOperationsProperties
                         {
                             world.MaybeZero.Add(key);
                         }
+                    }
+
+                    return null;
+                case OpKind.Mlock:
+                    if (op.Attribute % 2 == 0)
+                    {
+                        space.Unlock(VirtualAddress.FromRaw(page), pages * K4);
+                    }
+                    else if (space.Node.Buddy.FreeFrames > 2048)
+                    {
+                        space.Lock(VirtualAddress.FromRaw(page), pages * K4);
                     }
 
                     return null;

@@ -3,16 +3,13 @@ using ThpCore.Memory;
 using ThpCore.Mm;
 using ThpCore.Paging;
 using Xunit;
+using static ThpCore.Tests.Mm.MmFixtures;
 
 namespace ThpCore.Tests.Mm;
 
 /// <summary><see cref="AddressSpace.Map"/> placement: hints, MAP_FIXED and MAP_FIXED_NOREPLACE as x86-64 Linux v6.12.</summary>
 public sealed class MmapTests
 {
-    private const ulong K4 = 4096;
-    private const ulong M2 = 2UL << 20;
-    private const Protection Rw = Protection.Read | Protection.Write;
-
     // 0x7fff_ffff_f000 (TASK_SIZE and DEFAULT_MAP_WINDOW with 4-level paging) − 128 MiB.
     private const ulong ExpectedMmapBase = 0x7FFF_F7FF_F000;
 

@@ -75,7 +75,8 @@ public sealed partial class AddressSpace
         {
             foreach (Vma vma in Vmas.All)
             {
-                child.Vmas.Insert(vma);
+                // dup_mmap: memory locks are not inherited (VM_LOCKED cleared on the child's VMA).
+                child.Vmas.Insert(vma with { Flags = vma.Flags & ~VmaFlags.Locked });
             }
 
             foreach (Vma vma in Vmas.All)

@@ -67,15 +67,15 @@ public sealed partial class AddressSpace
         switch (advice)
         {
             case Advice.DontNeed:
-                CheckUnlockedAndMapped(start, end, "MADV_DONTNEED");
+                CheckFullyMapped(start, end, "MADV_DONTNEED", refuseLocked: true);
                 ZapRange(start.Value, end);
                 return;
             case Advice.Free:
-                CheckUnlockedAndMapped(start, end, "MADV_FREE");
+                CheckFullyMapped(start, end, "MADV_FREE", refuseLocked: true);
                 FreeRange(start.Value, end);
                 return;
             case Advice.Cold or Advice.PageOut:
-                CheckUnlockedAndMapped(start, end, advice == Advice.Cold ? "MADV_COLD" : "MADV_PAGEOUT");
+                CheckFullyMapped(start, end, advice == Advice.Cold ? "MADV_COLD" : "MADV_PAGEOUT", refuseLocked: true);
                 ColdOrPageOutRange(start.Value, end, pageout: advice == Advice.PageOut);
                 return;
         }
@@ -89,32 +89,6 @@ public sealed partial class AddressSpace
         // was straddling a boundary the change created; Linux split it while splitting the VMA.
         SplitHugePmdAtVmaBoundary(start.Value);
         SplitHugePmdAtVmaBoundary(end);
-    }
-
-    // madvise_walk_vmas: a hole in the range is -ENOMEM; madvise_dontneed_free_valid_vma (DONTNEED, FREE) and
-    // can_madv_lru_vma (COLD, PAGEOUT): VM_LOCKED is -EINVAL.
-    private void CheckUnlockedAndMapped(VirtualAddress start, ulong end, string name)
-    {
-        ulong covered = start.Value;
-        foreach (Vma vma in Vmas.FindIntersecting(start, VirtualAddress.FromRaw(end)))
-        {
-            if (vma.Start.Value > covered)
-            {
-                break;
-            }
-
-            if ((vma.Flags & VmaFlags.Locked) != 0)
-            {
-                ThrowHelper.ThrowInvalidOperation($"{name} of the locked VMA {vma} (-EINVAL).");
-            }
-
-            covered = vma.End.Value;
-        }
-
-        if (covered < end)
-        {
-            ThrowHelper.ThrowInvalidOperation($"[{start}, {VirtualAddress.FromRaw(end)}) is not fully mapped: nothing is mapped at {VirtualAddress.FromRaw(covered)} (-ENOMEM).");
-        }
     }
 
     private void SplitHugePmdAtVmaBoundary(ulong address)

@@ -168,6 +168,12 @@ public sealed partial class AddressSpace
             return Refused(SwapOutStatus.Shared);
         }
 
+        if ((vma.Flags & VmaFlags.Locked) != 0)
+        {
+            // shrink_folio_list: !folio_evictable → activate_locked; an mlocked folio is never reclaimed.
+            return Refused(SwapOutStatus.Mlocked);
+        }
+
         return ShrinkFolio(folio, hugeChunks, pteAddresses, keepInSwapCache);
     }
 

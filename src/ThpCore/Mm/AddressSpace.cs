@@ -182,7 +182,7 @@ public sealed partial class AddressSpace : IDisposable
     /// <param name="protection">The access rights.</param>
     /// <param name="flags"><see cref="VmaFlags.Anonymous"/>, optionally with <see cref="VmaFlags.HugePage"/> or <see cref="VmaFlags.NoHugePage"/>.</param>
     /// <param name="address">The hint, or with a fixed flag the address; <see langword="null"/> for none (<c>NULL</c>).</param>
-    /// <param name="mapFlags"><see cref="MapFlags.None"/>, <see cref="MapFlags.Fixed"/> or <see cref="MapFlags.FixedNoReplace"/>.</param>
+    /// <param name="mapFlags"><see cref="MapFlags.None"/>, <see cref="MapFlags.Fixed"/> or <see cref="MapFlags.FixedNoReplace"/>, optionally with <see cref="MapFlags.Locked"/>.</param>
     /// <returns>The start of the mapping.</returns>
     /// <exception cref="ArgumentException">
     /// <paramref name="length"/> is zero or not a multiple of 4 KiB; the flags or protection are not supported; a fixed
@@ -209,14 +209,21 @@ public sealed partial class AddressSpace : IDisposable
             ThrowHelper.ThrowArgument(nameof(flags), $"Only private anonymous mappings are supported (Anonymous, optionally HugePage or NoHugePage); {flags} is not.");
         }
 
-        if ((mapFlags & ~(MapFlags.Fixed | MapFlags.FixedNoReplace)) != 0)
+        if ((mapFlags & ~(MapFlags.Fixed | MapFlags.FixedNoReplace | MapFlags.Locked)) != 0)
         {
-            ThrowHelper.ThrowArgument(nameof(mapFlags), $"Map flags {mapFlags} are not Fixed, FixedNoReplace or None.");
+            ThrowHelper.ThrowArgument(nameof(mapFlags), $"Map flags {mapFlags} are not a combination of Fixed, FixedNoReplace and Locked.");
         }
 
         CheckProtection(protection);
-        VirtualAddress start = mapFlags == MapFlags.None ? FindUnmappedArea(length, address) : PrepareFixed(length, address, mapFlags);
-        Vmas.Insert(new Vma(start, start.Add(length), protection, flags, start.Value >> 12));
+        MapFlags placement = mapFlags & (MapFlags.Fixed | MapFlags.FixedNoReplace);
+        VirtualAddress start = placement == MapFlags.None ? FindUnmappedArea(length, address) : PrepareFixed(length, address, placement);
+        bool locked = (mapFlags & MapFlags.Locked) != 0;
+        Vmas.Insert(new Vma(start, start.Add(length), protection, locked ? flags | VmaFlags.Locked : flags, start.Value >> 12));
+        if (locked)
+        {
+            Populate(start.Value, start.Value + length, ignoreErrors: true);
+        }
+
         return start;
     }
 

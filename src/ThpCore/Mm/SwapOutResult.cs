@@ -61,6 +61,12 @@ public enum SwapOutStatus : byte
     /// swap-backed again (when dirty) and stays mapped (<c>try_to_unmap_one</c> remaps it).
     /// </summary>
     Redirtied = 13,
+
+    /// <summary>
+    /// The folio is mapped by a <see cref="VmaFlags.Locked"/> VMA (<c>mlock</c>): it is unevictable (on the unevictable
+    /// LRU, <c>folio_evictable</c> false) and reclaim never takes it.
+    /// </summary>
+    Mlocked = 14,
 }
 
 /// <summary>The outcome of <see cref="AddressSpace.SwapOut"/>.</summary>
