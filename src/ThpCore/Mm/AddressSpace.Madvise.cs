@@ -43,6 +43,12 @@ public sealed partial class AddressSpace
     /// <see cref="SwapOut"/>, clean lazyfree folios discarded (<c>pglazyfreed</c>). See docs/address-space.md.
     /// </para>
     /// <para>
+    /// <see cref="Advice.Collapse"/> runs <c>MADV_COLLAPSE</c> through the collapse layer
+    /// (<c>ThpCore.Collapse.Collapser.MadviseCollapse</c>, Linux's <c>madvise_collapse</c>): each aligned 2 MiB region is
+    /// collapsed by copy, ignoring the <c>enabled</c> mode and the khugepaged limits. As in Linux it works on the VMAs
+    /// that are there and then reports unmapped parts, so a failure may come after some regions collapsed.
+    /// </para>
+    /// <para>
     /// <b>Unmapped parts.</b> When part of the range is not covered by VMAs, Linux applies the advice to the VMAs that
     /// are there and then returns <c>-ENOMEM</c>; here <see cref="InvalidOperationException"/> is thrown and nothing is
     /// changed (as <see cref="VmaList.Modify"/> does for <see cref="Protect"/>).
@@ -53,19 +59,29 @@ public sealed partial class AddressSpace
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="advice"/> is not defined (Linux: <c>-EINVAL</c>).</exception>
     /// <exception cref="InvalidOperationException">Part of the range is not mapped (Linux: <c>-ENOMEM</c>), or, for
     /// <see cref="Advice.DontNeed"/>, <see cref="Advice.Free"/>, <see cref="Advice.Cold"/> or <see cref="Advice.PageOut"/>, a VMA in it is
-    /// <see cref="VmaFlags.Locked"/> (Linux: <c>-EINVAL</c>); nothing is changed.</exception>
+    /// <see cref="VmaFlags.Locked"/> (Linux: <c>-EINVAL</c>); nothing is changed. For <see cref="Advice.Collapse"/>: the
+    /// collapse did not succeed everywhere, the message names the errno Linux returns (<c>-EINVAL</c>, <c>-ENOMEM</c>,
+    /// <c>-EAGAIN</c>, <c>-EBUSY</c>); regions that collapsed before the failure stay collapsed.</exception>
     public void Advise(VirtualAddress start, ulong length, Advice advice)
     {
         using LockScope locks = EnterWrite(andNode: true);
         ThrowIfDisposed();
-        if (advice is not (Advice.DontNeed or Advice.Free or Advice.HugePage or Advice.NoHugePage or Advice.Cold or Advice.PageOut))
+        if (advice is not (Advice.DontNeed or Advice.Free or Advice.HugePage or Advice.NoHugePage or Advice.Cold or Advice.PageOut or Advice.Collapse))
         {
-            ThrowHelper.ThrowArgumentOutOfRange(nameof(advice), advice, "The advice is DontNeed, Free, HugePage, NoHugePage, Cold or PageOut.");
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(advice), advice, "The advice is DontNeed, Free, HugePage, NoHugePage, Cold, PageOut or Collapse.");
         }
 
         ulong end = CheckRange(start, length);
         switch (advice)
         {
+            case Advice.Collapse:
+                int errno = (CollapseAdvice ?? ThrowHelper.ThrowInvalidOperation<Func<AddressSpace, VirtualAddress, ulong, int>>("MADV_COLLAPSE: the collapse layer is not initialized."))(this, start, length);
+                if (errno != 0)
+                {
+                    ThrowHelper.ThrowInvalidOperation($"MADV_COLLAPSE of {ThrowHelper.Hex(length)} bytes at {start} failed ({ErrnoText(errno)}).");
+                }
+
+                return;
             case Advice.DontNeed:
                 CheckFullyMapped(start, end, "MADV_DONTNEED", refuseLocked: true);
                 ZapRange(start.Value, end);

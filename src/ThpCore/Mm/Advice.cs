@@ -37,4 +37,10 @@ public enum Advice
     /// swapped out (as <see cref="AddressSpace.SwapOut"/>), clean lazyfree pages are discarded.
     /// </summary>
     PageOut = 21,
+
+    /// <summary>
+    /// <c>MADV_COLLAPSE</c> (25): collapse the range's aligned 2 MiB regions into THPs now, synchronously, by copy
+    /// (<c>ThpCore.Collapse.Collapser.MadviseCollapse</c>, which also returns the per-region results).
+    /// </summary>
+    Collapse = 25,
 }
