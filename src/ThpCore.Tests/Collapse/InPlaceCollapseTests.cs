@@ -37,7 +37,8 @@ public sealed class InPlaceCollapseTests
         (VirtualAddress start, Folio folio) = MapThp(space);
         space.Protect(start.Add(K4), K4, Protection.Read);
         space.Protect(start.Add(K4), K4, Rw);
-        Assert.Single(space.Vmas.All);
+        Vma vma = space.Vmas.Find(start)!;
+        Assert.True(vma.Start.Value <= start.Value && vma.End.Value >= start.Value + M2); // re-merged
         AddressSpaceTests.AssertPteMappedInOrder(space, start, folio);
         return (start, folio);
     }
@@ -356,5 +357,204 @@ public sealed class InPlaceCollapseTests
         }
 
         return text.ToString();
+    }
+
+    private static void WritePteRaw(AddressSpace space, VirtualAddress start, int index, Func<ulong, ulong> change)
+    {
+        ulong table = AddressSpaceTests.Entry(space, start.Value, PagingLevel.Pd)!.Value & PageTableEntry.AddressMask4K;
+        var slot = PhysicalAddress.Create(table + ((ulong)index * 8));
+        space.Node.Memory.WriteUInt64(slot, change(((IPhysicalMemory)space.Node.Memory).ReadUInt64(slot)));
+    }
+
+    [Fact]
+    public void Refusals_of_the_VMA_and_PMD_checks_change_nothing()
+    {
+        AddressSpace space = NewSpace();
+        AssertRefused(space, VirtualAddress.FromRaw(0x1000_0000), CollapseStatus.VmaNull);
+
+        VirtualAddress untouched = space.Map(M2, Rw);
+        AssertRefused(space, untouched, CollapseStatus.PmdNull); // no table below the root yet
+
+        VirtualAddress small = space.Map(16 * K4, Rw);
+        space.Access(small, AccessKind.Write);
+        AssertRefused(space, small, CollapseStatus.AddressRange);
+
+        VirtualAddress two = space.Map(2 * M2, Rw);
+        space.Access(two.Add(M2), AccessKind.Write);
+        AssertRefused(space, two, CollapseStatus.PmdNone);
+        AssertRefused(space, two.Add(M2), CollapseStatus.PmdMapped);
+
+        (VirtualAddress start, _) = PteMappedThp(space);
+        space.Advise(start, M2, Advice.NoHugePage);
+        AssertRefused(space, start, CollapseStatus.VmaCheck);
+        Assert.Null(MmBooks.Check([space], [], null));
+    }
+
+    [Fact]
+    public void Holes_swap_entries_and_PROT_NONE_refuse()
+    {
+        AddressSpace space = NewSpace();
+        space.AttachSwap(new SwapDevice(1, 4 * SwapDevice.ClusterSize));
+        (VirtualAddress start, _) = PteMappedThp(space);
+        space.Advise(start.Add(5 * K4), K4, Advice.DontNeed);
+        AssertRefused(space, start, CollapseStatus.InPlaceHole);
+        space.Access(start.Add(5 * K4), AccessKind.Read); // the zero page now fills the hole
+        Assert.Equal(space.ZeroPage.Address, AddressSpaceTests.Pte(space, start.Value + (5 * K4)).Address);
+        AssertRefused(space, start, CollapseStatus.InPlaceHole);
+
+        (VirtualAddress swapped, _) = PteMappedThp(space);
+        Assert.True(space.SwapOut(swapped).IsSwappedOut);
+        AssertRefused(space, swapped, CollapseStatus.InPlaceSwapPte);
+
+        (VirtualAddress none, _) = PteMappedThp(space);
+        space.Protect(none, M2, Protection.None);
+        AssertRefused(space, none, CollapseStatus.PteNonPresent);
+        Assert.Null(MmBooks.Check([space], [], space.Swap));
+    }
+
+    [Fact]
+    public void Mixed_folios_refuse_a_COW_copy_in_the_run_and_small_pages()
+    {
+        AddressSpace space = NewSpace();
+        (VirtualAddress start, _) = PteMappedThp(space);
+        space.Advise(start.Add(5 * K4), K4, Advice.DontNeed);
+        space.Access(start.Add(5 * K4), AccessKind.Write); // an order-0 page at slot 5
+        AssertRefused(space, start, CollapseStatus.InPlaceMixedFolios);
+
+        AddressSpace small = new(new MemoryNode(64UL << 20), Never);
+        VirtualAddress pages = small.Map(M2, Rw);
+        for (ulong i = 0; i < 512; i++)
+        {
+            small.Access(pages.Add(i * K4), AccessKind.Write);
+        }
+
+        AssertRefused(small, pages, CollapseStatus.InPlaceMixedFolios);
+    }
+
+    // Subpages at the wrong slots cannot arise from mremap in one VMA (anonymous VMAs merge only when their page
+    // offsets line up, so pages moved out of order leave several VMAs: AddressRange); a host editing the table can.
+    [Fact]
+    public void Subpages_out_of_order_refuse()
+    {
+        AddressSpace space = NewSpace();
+        (VirtualAddress start, Folio folio) = PteMappedThp(space);
+        WritePteRaw(space, start, 1, pte => (pte & ~PageTableEntry.AddressMask4K) | folio.Address.Add(2 * K4).Value);
+        WritePteRaw(space, start, 2, pte => (pte & ~PageTableEntry.AddressMask4K) | folio.Address.Add(K4).Value);
+        AssertRefused(space, start, CollapseStatus.InPlaceOutOfOrder);
+        Assert.Null(MmBooks.Check([space], [], null));
+    }
+
+    // Both states break Linux's invariants (a PageAnonExclusive page is mapped by one process only; a shared page is
+    // never mapped writable), so only a host editing folios or tables builds them; the engine still refuses them.
+    [Fact]
+    public void Exclusive_pages_mapped_elsewhere_and_writable_shared_pages_refuse()
+    {
+        AddressSpace parent = NewSpace();
+        (VirtualAddress start, Folio folio) = PteMappedThp(parent);
+        AddressSpace child = parent.Fork();
+        for (int i = 0; i < 512; i++)
+        {
+            folio.SetAnonExclusive(i, true);
+        }
+
+        AssertRefused(parent, start, CollapseStatus.InPlaceSharedWithOthers);
+        for (int i = 0; i < 512; i++)
+        {
+            folio.SetAnonExclusive(i, false);
+            WritePteRaw(parent, start, i, pte => pte | 2);
+        }
+
+        AssertRefused(parent, start, CollapseStatus.InPlaceWritableShared);
+        Assert.Null(MmBooks.Check([parent, child], [], null));
+    }
+
+    [Fact]
+    public void Misuse_throws()
+    {
+        AddressSpace space = NewSpace();
+        Assert.Throws<ArgumentNullException>(() => InPlaceCollapse.TryCollapseInPlace(null!, default));
+        Assert.Throws<ArgumentOutOfRangeException>(() => InPlaceCollapse.TryCollapseInPlace(space, default, new InPlaceCollapseOptions { Order = (PromotionOrder)7 }));
+        space.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => InPlaceCollapse.TryCollapseInPlace(space, default));
+    }
+
+    // A TLB big enough to hold all 512 translations (512 sets of 4 ways), filled by reads through the PTEs.
+    private static Tlb FilledTlb(AddressSpace space, VirtualAddress start, SizeConflictRule rule = SizeConflictRule.IntelSdm)
+    {
+        var tlb = new Tlb(new TlbOptions { Entries4K = 2048, Associativity4K = 4, SizeConflictRule = rule });
+        for (ulong i = 0; i < 512; i++)
+        {
+            Assert.Equal(PageSize.Size4K, tlb.Translate(space.Cpu, space.Node.Memory, start.Add(i * K4), AccessKind.Read, Privilege.User).PageSize);
+        }
+
+        return tlb;
+    }
+
+    // Every address of the range: no 4 KiB entry left, and a translation now gives the PMD's 2 MiB mapping.
+    private static void AssertOnlyTheHugeTranslation(Tlb tlb, AddressSpace space, VirtualAddress start, Folio folio)
+    {
+        for (ulong i = 0; i < 512; i++)
+        {
+            VirtualAddress va = start.Add((i * K4) + 8);
+            Assert.DoesNotContain(tlb.LookupAll(space.Cpu, va), e => e.PageSize == PageSize.Size4K);
+            WalkResult walk = tlb.Translate(space.Cpu, space.Node.Memory, va, AccessKind.Read, Privilege.User);
+            Assert.Equal(PageSize.Size2M, walk.PageSize);
+            Assert.Equal(folio.Address.Add((i * K4) + 8), walk.PhysicalAddress);
+            Assert.False(tlb.HasConflictingSizes(space.Cpu, va));
+        }
+    }
+
+    [Theory]
+    [InlineData(PromotionOrder.BreakBeforeMake)]
+    [InlineData(PromotionOrder.SingleWrite)]
+    public void With_a_TLB_given_the_collapse_invalidates_it_and_no_4K_translation_survives(PromotionOrder order)
+    {
+        AddressSpace space = NewSpace();
+        (VirtualAddress start, Folio folio) = PteMappedThp(space);
+        Tlb tlb = FilledTlb(space, start, SizeConflictRule.AmdErratum383);
+        CollapseResult result = CollapseAndCheckFrames(space, start, new InPlaceCollapseOptions { Order = order, Tlb = tlb });
+        Assert.True(result.Invalidation.IsNone);
+        AssertOnlyTheHugeTranslation(tlb, space, start, folio);
+    }
+
+    [Theory]
+    [InlineData(PromotionOrder.BreakBeforeMake)]
+    [InlineData(PromotionOrder.SingleWrite)]
+    public void The_returned_invalidation_removes_the_stale_4K_entries_that_otherwise_coexist_with_the_2M_one(PromotionOrder order)
+    {
+        AddressSpace space = NewSpace();
+        (VirtualAddress start, Folio folio) = PteMappedThp(space);
+        Tlb tlb = FilledTlb(space, start, SizeConflictRule.AmdErratum383);
+        CollapseResult result = CollapseAndCheckFrames(space, start, new InPlaceCollapseOptions { Order = order });
+
+        // Not yet applied: one INVLPG (enough for a 2 MiB leaf) lets the walk cache the 2 MiB entry, next to 511 stale
+        // 4 KiB ones. They agree in frame and rights (fine by the SDM), but two sizes coexist (AMD erratum 383).
+        tlb.Invlpg(space.Cpu, start);
+        Assert.Equal(PageSize.Size2M, tlb.Translate(space.Cpu, space.Node.Memory, start, AccessKind.Read, Privilege.User).PageSize);
+        VirtualAddress other = start.Add(9 * K4);
+        Assert.Equal(PageSize.Size4K, tlb.Translate(space.Cpu, space.Node.Memory, other, AccessKind.Read, Privilege.User).PageSize);
+        Assert.Equal(TlbSizeConflict.SizesCoexist, tlb.FindSizeConflicts(space.Cpu, other));
+        Assert.True(tlb.HasConflictingSizes(space.Cpu, other));
+
+        result.Invalidation.ApplyTo(tlb, space.Cpu);
+        AssertOnlyTheHugeTranslation(tlb, space, start, folio);
+    }
+
+    [Fact]
+    public void Skipping_the_invalidation_lets_a_later_PMD_change_leave_writable_stale_4K_entries()
+    {
+        AddressSpace space = NewSpace();
+        (VirtualAddress start, _) = PteMappedThp(space);
+        Tlb tlb = FilledTlb(space, start);
+        InPlaceCollapse.TryCollapseInPlace(space, start, new InPlaceCollapseOptions { Order = PromotionOrder.SingleWrite });
+
+        // mprotect of the whole PMD to read-only; a 2 MiB leaf is invalidated with one INVLPG of its address.
+        space.Protect(start, M2, Protection.Read);
+        tlb.Invlpg(space.Cpu, start);
+        VirtualAddress va = start.Add(3 * K4);
+        Assert.Equal(WalkStatus.PageFault, PageWalker.Translate(space.Cpu, space.Node.Memory, va, AccessKind.Write, Privilege.User).Status);
+        WalkResult stale = tlb.Translate(space.Cpu, space.Node.Memory, va, AccessKind.Write, Privilege.User);
+        Assert.True(stale.IsTranslated); // the stale writable 4 KiB entry still lets the write through
+        Assert.Equal(PageSize.Size4K, stale.PageSize);
     }
 }
