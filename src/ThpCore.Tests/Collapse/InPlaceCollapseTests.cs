@@ -106,7 +106,14 @@ public sealed class InPlaceCollapseTests
         Assert.True(space.SplitHugePmd(start));
         Assert.Equal(free, space.Node.Buddy.FreeFrames);
         AddressSpaceTests.AssertPteMappedInOrder(space, start, folio);
+
+        // Queued as partially mapped (the model's operations never leave a wholly PTE-mapped folio queued, a host
+        // may): the collapse takes it off the queue and clears the mark (folio_unqueue_deferred_split).
+        folio.QueueForDeferredSplit(partiallyMapped: true);
+        Assert.Equal(1, space.Node.DeferredSplitCount);
         CollapseAndCheckFrames(space, start);
+        Assert.False(folio.IsOnDeferredSplitQueue || folio.IsPartiallyMapped);
+        Assert.Equal(0, space.Node.DeferredSplitCount);
         space.Dispose();
     }
 
