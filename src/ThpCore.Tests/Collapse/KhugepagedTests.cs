@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Diagnostics;
 using System.Threading;
 using ThpCore.Collapse;
+using ThpCore.Diagnostics;
 using ThpCore.Memory;
 using ThpCore.Mm;
 using ThpCore.Paging;
@@ -175,4 +176,32 @@ public sealed class KhugepagedTests
         Validate(space, start, 1024, 1024);
         AssertBooks(space);
     }
+
+    [Fact]
+    public void By_default_the_scanner_collapses_a_fully_PTE_mapped_THP_in_place_where_Linux_copies()
+    {
+        var space = new AddressSpace(new MemoryNode(64UL << 20), s_madvise);
+        VirtualAddress start = space.Map(M2, Protection.Read | Protection.Write, VmaFlags.Anonymous | VmaFlags.HugePage);
+        AccessResult fault = space.Access(start.Add(8), AccessKind.Write);
+        Assert.Equal(PageSize.Size2M, fault.PageSize);
+        space.Node.Memory.WriteUInt64(fault.PhysicalAddress, 0xC0FFEE);
+        space.Protect(start.Add(K4), K4, Protection.Read);
+        space.Protect(start.Add(K4), K4, Protection.Read | Protection.Write); // re-merged, PTE-mapped
+        ulong free = space.Node.Buddy.FreeFrames;
+
+        var scanner = new Khugepaged(s_madvise);
+        scanner.Register(space);
+        KhugepagedScanResult step = scanner.ScanStep(4096);
+
+        CollapseResult result = Assert.Single(step.Results);
+        Assert.Equal((CollapseStatus.Succeed, CollapsePath.InPlace), (result.Status, result.Path));
+        Assert.Equal(fault.PhysicalAddress.Value & ~(M2 - 1), result.Folio.Value); // the same frames
+        Assert.Equal((1L, 0L, 1L), (scanner.CollapsedInPlace, scanner.CollapsedByCopy, scanner.PagesCollapsed));
+        Assert.Equal(0, space.Counters.Get(VmEvent.ThpCollapseAlloc));
+        Assert.Equal(free, space.Node.Buddy.FreeFrames); // nothing allocated, the table kept as the deposit
+        AccessResult read = space.Access(start.Add(8), AccessKind.Read);
+        Assert.Equal(PageSize.Size2M, read.PageSize);
+        Assert.Equal(0xC0FFEEUL, ((IPhysicalMemory)space.Node.Memory).ReadUInt64(read.PhysicalAddress));
+    }
+
 }

@@ -74,18 +74,26 @@ public sealed class Khugepaged : IDisposable
     /// <param name="settings">The global knobs (<c>pages_to_scan</c>, the sleeps, <c>max_ptes_*</c>, <c>khugepaged/defrag</c>,
     /// and <c>enabled</c> for <c>hugepage_pmd_enabled</c>); <see cref="ThpSettings.Default"/> when null.</param>
     /// <param name="inPlace">
-    /// An in-place collapse to try before copying (it is given the address space, with its lock held for writing,
-    /// and the range's address); <see langword="null"/> to copy only. Its success counts in
-    /// <see cref="CollapsedInPlace"/>; any other result falls back to copy collapse.
+    /// The in-place collapse to try before copying (it is given the address space, with its lock held for writing,
+    /// and the range's address): <see langword="null"/> for ThpCore's <see cref="Collapser.TryCollapseInPlace"/>,
+    /// or <see cref="CopyOnly"/> to copy as Linux v6.12 does. Its success counts in <see cref="CollapsedInPlace"/>; any
+    /// other result falls back to copy collapse.
     /// </param>
     public Khugepaged(ThpSettings? settings = null, Func<AddressSpace, VirtualAddress, CollapseResult>? inPlace = null)
     {
         _settings = settings ?? ThpSettings.Default;
-        InPlace = inPlace;
+        InPlace = inPlace ?? ((space, address) => Collapser.TryCollapseInPlace(space, address));
     }
 
-    /// <summary>The in-place collapse tried first, or <see langword="null"/>.</summary>
-    public Func<AddressSpace, VirtualAddress, CollapseResult>? InPlace { get; }
+    /// <summary>
+    /// An in-place strategy that never collapses (it reports <see cref="CollapseStatus.Fail"/> and changes nothing),
+    /// so that every range goes to copy collapse: Linux v6.12's khugepaged, which has no anonymous in-place path.
+    /// </summary>
+    public static Func<AddressSpace, VirtualAddress, CollapseResult> CopyOnly { get; } =
+        (_, address) => new CollapseResult(CollapseStatus.Fail, VirtualAddress.FromRaw(address.Value & ~((2UL << 20) - 1)), CollapsePath.None, PhysicalAddress.Zero);
+
+    /// <summary>The in-place collapse tried first.</summary>
+    public Func<AddressSpace, VirtualAddress, CollapseResult> InPlace { get; }
 
     /// <summary>The knobs; a new value applies from the next step (writing the sysfs files).</summary>
     /// <exception cref="ArgumentNullException">Set to null.</exception>
@@ -375,16 +383,13 @@ public sealed class Khugepaged : IDisposable
 
     private CollapseResult CollapseOne(AddressSpace space, VirtualAddress chunk, CollapseContext context, out bool attempted)
     {
-        if (InPlace is { } inPlace)
+        CollapseResult placed = InPlace(space, chunk);
+        if (placed.Status == CollapseStatus.Succeed)
         {
-            CollapseResult placed = inPlace(space, chunk);
-            if (placed.Status == CollapseStatus.Succeed)
-            {
-                attempted = true;
-                Interlocked.Increment(ref _collapsedInPlace);
-                Interlocked.Increment(ref _pagesCollapsed);
-                return placed;
-            }
+            attempted = true;
+            Interlocked.Increment(ref _collapsedInPlace);
+            Interlocked.Increment(ref _pagesCollapsed);
+            return placed;
         }
 
         CollapseResult result;

@@ -149,4 +149,16 @@ public enum VmEvent
     /// of being written (so no <c>pswpout</c> or <c>thp_swpout</c>).
     /// </summary>
     SwpOutZero,
+
+    /// <summary>
+    /// <c>thp_collapse_inplace</c> — ThpCore's own event, not Linux's: a PTE-mapped order-9 anonymous folio was mapped
+    /// by one PMD where it lies, with no copy and no allocation (<c>ThpCore.Collapse.Collapser.TryCollapseInPlace</c>).
+    /// </summary>
+    ThpCollapseInPlace,
+
+    /// <summary>
+    /// <c>thp_collapse_inplace_failed</c> — ThpCore's own event, not Linux's: an in-place collapse refused (any reason
+    /// except that the range was already PMD-mapped).
+    /// </summary>
+    ThpCollapseInPlaceFailed,
 }

@@ -4,11 +4,11 @@ using ThpCore.Internal;
 
 namespace ThpCore.Diagnostics;
 
-/// <summary>The <c>/proc/vmstat</c> spelling of each <see cref="VmEvent"/> (<c>vmstat_text</c> in <c>mm/vmstat.c</c>, Linux v6.12).</summary>
+/// <summary>The <c>/proc/vmstat</c> spelling of each <see cref="VmEvent"/> (<c>vmstat_text</c> in <c>mm/vmstat.c</c>, Linux v6.12), followed by ThpCore's own events in the same style.</summary>
 public static class VmEventNames
 {
     /// <summary>The number of <see cref="VmEvent"/> members; they are numbered 0 to <c>Count - 1</c>.</summary>
-    public const int Count = (int)VmEvent.SwpOutZero + 1;
+    public const int Count = (int)VmEvent.ThpCollapseInPlaceFailed + 1;
 
     // Indexed by VmEvent, in vmstat_text order.
     private static readonly string[] s_names =
@@ -51,6 +51,10 @@ public static class VmEventNames
         "thp_swpout_fallback",
         "swpin_zero",
         "swpout_zero",
+
+        // ThpCore's own events, after Linux's (no /proc/vmstat has them).
+        "thp_collapse_inplace",
+        "thp_collapse_inplace_failed",
     ];
 
     /// <summary>The event's name as <c>/proc/vmstat</c> prints it, e.g. <c>thp_scan_exceed_share_pte</c>.</summary>
