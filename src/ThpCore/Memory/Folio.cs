@@ -611,6 +611,77 @@ public readonly struct Folio : IEquatable<Folio>
         Volatile.Write(ref frame.FlagsAndOrder, updated);
     }
 
+    /// <summary>
+    /// The accounting of a PMD split (<c>__split_huge_pmd_locked</c>), in one step: the PMD mapping becomes one PTE
+    /// mapping per page, the one reference becomes one per page (+ <c>PageCount</c> − 1), and with
+    /// <paramref name="exclusive"/> every page is marked anon-exclusive (the head's flag copied to all).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The folio is not PMD-order, was freed, or has no PMD mapping.</exception>
+    internal void ConvertPmdMappingToPtes(bool exclusive)
+    {
+        lock (Node.SyncRoot)
+        {
+            ref FrameMetadata head = ref LiveHead();
+            CheckPmdOrder();
+            ref LargeFolioRecord record = ref Record(ref head);
+            if (record.EntireMapCount < 0)
+            {
+                ThrowHelper.ThrowInvalidOperation($"The folio at frame {ThrowHelper.Hex(_headFrame)} has no PMD mapping to split.");
+            }
+
+            AddReferences(ref head, PageCount - 1, "A PMD split");
+            record.EntireMapCount--;
+            record.TotalMapCount += PageCount - 1;
+            for (int i = 0; i < PageCount; i++)
+            {
+                ref FrameMetadata page = ref Page(i);
+                page.MapCount++;
+                if (exclusive)
+                {
+                    SetFlag(ref page, FrameFlags.AnonExclusive, true);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The accounting of an in-place collapse, the inverse of <see cref="ConvertPmdMappingToPtes"/>, in one step: one
+    /// PTE mapping of every page becomes one PMD mapping, one reference per page becomes one, and with
+    /// <paramref name="clearTailExclusive"/> only the head keeps anon-exclusive (a PMD-mapped THP tracks it on the head).
+    /// Checked first, so nothing changes when a page has no PTE mapping.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The folio is not PMD-order, was freed, or a page has no PTE mapping.</exception>
+    internal void ConvertPteMappingsToPmd(bool clearTailExclusive)
+    {
+        lock (Node.SyncRoot)
+        {
+            ref FrameMetadata head = ref LiveHead();
+            CheckPmdOrder();
+            for (int i = 0; i < PageCount; i++)
+            {
+                if (Page(i).MapCount < 0)
+                {
+                    ThrowHelper.ThrowInvalidOperation($"Page {i} of the folio at frame {ThrowHelper.Hex(_headFrame)} has no PTE mapping to fold into a PMD.");
+                }
+            }
+
+            for (int i = 0; i < PageCount; i++)
+            {
+                ref FrameMetadata page = ref Page(i);
+                page.MapCount--;
+                if (clearTailExclusive && i > 0)
+                {
+                    SetFlag(ref page, FrameFlags.AnonExclusive, false);
+                }
+            }
+
+            ref LargeFolioRecord record = ref Record(ref head);
+            record.EntireMapCount++;
+            record.TotalMapCount -= PageCount - 1;
+            DropReferences(ref head, PageCount - 1, PinsLocked(ref head), "An in-place collapse");
+        }
+    }
+
     private void AddReferences(ref FrameMetadata head, int count, string operation)
     {
         if (head.RefCount > int.MaxValue - count)

@@ -117,20 +117,7 @@ public sealed partial class AddressSpace
             leaf |= late;
         }
 
-        for (int i = 0; i < 512; i++)
-        {
-            folio.RemovePteMapping(i);
-            if (exclusive && i > 0)
-            {
-                folio.SetAnonExclusive(i, false);
-            }
-        }
-
-        folio.AddPmdMapping();
-        for (int i = 0; i < 511; i++)
-        {
-            folio.Put();
-        }
+        folio.ConvertPteMappingsToPmd(clearTailExclusive: exclusive);
 
         folio.RemoveFromDeferredSplitQueue();
         if ((leaf & D) != 0)

@@ -871,22 +871,7 @@ public sealed partial class AddressSpace : IDisposable
         }
 
         Folio folio = Node.FolioOf(head);
-        bool exclusive = folio.IsAnonExclusive(0);
-        for (int i = 0; i < 511; i++)
-        {
-            folio.Get();
-        }
-
-        for (int i = 0; i < 512; i++)
-        {
-            folio.AddPteMapping(i);
-            if (exclusive)
-            {
-                folio.SetAnonExclusive(i, true);
-            }
-        }
-
-        folio.RemovePmdMapping();
+        folio.ConvertPmdMappingToPtes(exclusive: folio.IsAnonExclusive(0));
     }
 
     private void ZapHugePmd(ulong chunk, PhysicalAddress pdeSlot, ulong pde)
