@@ -239,14 +239,7 @@ public static partial class Collapser
     // David Hildenbrand's rules: all subpages exclusive (and mapped only here) or none (read-only).
     private static CollapseStatus CheckExclusive(Folio folio, ulong first, out bool exclusive)
     {
-        int count = 0;
-        for (int i = 0; i < PteRunCheck.Entries; i++)
-        {
-            if (folio.IsAnonExclusive(i))
-            {
-                count++;
-            }
-        }
+        int count = folio.CountAnonExclusivePages();
 
         exclusive = count == PteRunCheck.Entries;
         if (count != 0 && !exclusive)

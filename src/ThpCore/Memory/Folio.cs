@@ -587,6 +587,8 @@ public readonly struct Folio : IEquatable<Folio>
 
     private ref FrameMetadata Page(int index) => ref Node.Frames.Ref(_headFrame + (uint)index);
 
+    private Span<FrameMetadata> Pages() => Node.Frames.Slice(_headFrame, PageCount);
+
     private ref LargeFolioRecord Record(ref FrameMetadata head) => ref Node.Frames.Record(Volatile.Read(ref head.Link));
 
     private bool HasFlag(FrameFlags flag) =>
@@ -611,6 +613,20 @@ public readonly struct Folio : IEquatable<Folio>
         Volatile.Write(ref frame.FlagsAndOrder, updated);
     }
 
+    /// <summary>The number of pages marked anon-exclusive, read in one pass (one liveness check).</summary>
+    /// <exception cref="ObjectDisposedException">The folio was freed.</exception>
+    internal int CountAnonExclusivePages()
+    {
+        LiveHead();
+        int count = 0;
+        foreach (ref FrameMetadata page in Pages())
+        {
+            count += (int)((Volatile.Read(ref page.FlagsAndOrder) & (uint)FrameFlags.AnonExclusive) / (uint)FrameFlags.AnonExclusive);
+        }
+
+        return count;
+    }
+
     /// <summary>
     /// The accounting of a PMD split (<c>__split_huge_pmd_locked</c>), in one step: the PMD mapping becomes one PTE
     /// mapping per page, the one reference becomes one per page (+ <c>PageCount</c> − 1), and with
@@ -632,9 +648,8 @@ public readonly struct Folio : IEquatable<Folio>
             AddReferences(ref head, PageCount - 1, "A PMD split");
             record.EntireMapCount--;
             record.TotalMapCount += PageCount - 1;
-            for (int i = 0; i < PageCount; i++)
+            foreach (ref FrameMetadata page in Pages())
             {
-                ref FrameMetadata page = ref Page(i);
                 page.MapCount++;
                 if (exclusive)
                 {
@@ -657,17 +672,18 @@ public readonly struct Folio : IEquatable<Folio>
         {
             ref FrameMetadata head = ref LiveHead();
             CheckPmdOrder();
-            for (int i = 0; i < PageCount; i++)
+            Span<FrameMetadata> pages = Pages();
+            for (int i = 0; i < pages.Length; i++)
             {
-                if (Page(i).MapCount < 0)
+                if (pages[i].MapCount < 0)
                 {
                     ThrowHelper.ThrowInvalidOperation($"Page {i} of the folio at frame {ThrowHelper.Hex(_headFrame)} has no PTE mapping to fold into a PMD.");
                 }
             }
 
-            for (int i = 0; i < PageCount; i++)
+            for (int i = 0; i < pages.Length; i++)
             {
-                ref FrameMetadata page = ref Page(i);
+                ref FrameMetadata page = ref pages[i];
                 page.MapCount--;
                 if (clearTailExclusive && i > 0)
                 {

@@ -149,6 +149,17 @@ public sealed class FrameTable
         return ref _frames[frameNumber];
     }
 
+    // The metadata of frames first .. first + count - 1, for loops over a folio's pages.
+    internal Span<FrameMetadata> Slice(ulong first, int count)
+    {
+        if (first > (ulong)_frames.Length || (ulong)count > (ulong)_frames.Length - first)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(first), first, $"Frames {ThrowHelper.Hex(first)}+{count} are outside physical memory of {_frames.Length:#,0} frames.");
+        }
+
+        return _frames.AsSpan((int)first, count);
+    }
+
     /// <summary>
     /// Finds the block (free, allocated or folio) of order <paramref name="minimumOrder"/> or above that encloses
     /// <paramref name="frameNumber"/> without starting at it: the first frame <c>frameNumber</c> rounded down to

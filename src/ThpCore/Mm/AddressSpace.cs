@@ -858,10 +858,12 @@ public sealed partial class AddressSpace : IDisposable
             attributes &= ~(RW | D);
         }
 
-        for (ulong i = 0; i < 512; i++)
+        // The deposited table is detached (no walker reaches it until the PDE below), so it is filled in one span.
+        Span<ulong> entries = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(_memory.GetWritableFrame(table.FrameNumber));
+        for (int i = 0; i < 512; i++)
         {
-            ulong frame = zero ? ZeroPage.HeadFrame : head + i;
-            Write(table.Add(i * 8), (frame << 12) | attributes);
+            ulong frame = zero ? ZeroPage.HeadFrame : head + (ulong)i;
+            entries[i] = (frame << 12) | attributes;
         }
 
         Write(pdeSlot, table.Value | TableEntryFlags);
