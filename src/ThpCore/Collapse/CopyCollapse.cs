@@ -73,7 +73,21 @@ public static partial class Collapser
 
     // TryCollapseByCopy with the locks held; attempted tells whether the scan passed and collapse_huge_page ran
     // (khugepaged's "mmap_locked = false": it leaves the mm after that).
-    internal static CollapseResult CopyLocked(AddressSpace space, VirtualAddress chunk, CollapseContext context, out bool attempted)
+    internal static CollapseResult CopyLocked(AddressSpace space, VirtualAddress chunk, CollapseContext context, out bool attempted) =>
+        Emit(space, CopyLockedCore(space, chunk, context, out attempted), "Copy");
+
+    // The structured event of one attempt (ThpCoreEventSource), built only while a listener is enabled.
+    private static CollapseResult Emit(AddressSpace space, CollapseResult result, string path)
+    {
+        if (ThpCoreEventSource.Log.IsEnabled())
+        {
+            ThpCoreEventSource.Log.Collapse(space.Id, result.Address.Value, path, result.Status.ToString(), (int)result.Status, result.Folio.Value);
+        }
+
+        return result;
+    }
+
+    private static CollapseResult CopyLockedCore(AddressSpace space, VirtualAddress chunk, CollapseContext context, out bool attempted)
     {
         attempted = false;
         CollapseStatus status = Revalidate(space, chunk, context.IsKhugepaged, out Vma? vma);

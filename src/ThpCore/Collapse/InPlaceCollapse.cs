@@ -70,6 +70,12 @@ public static partial class Collapser
     public static CollapseResult TryCollapseInPlace(AddressSpace space, VirtualAddress address, InPlaceCollapseOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(space);
+        return Emit(space, TryCollapseInPlaceCore(space, address, options), "InPlace");
+    }
+
+    private static CollapseResult TryCollapseInPlaceCore(AddressSpace space, VirtualAddress address, InPlaceCollapseOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(space);
         options ??= InPlaceCollapseOptions.Default;
         if ((uint)options.Order > (uint)PromotionOrder.SingleWrite)
         {
