@@ -161,6 +161,35 @@ public sealed class ReformTests
     }
 
     [Fact]
+    public void The_scanner_re_forms_where_the_in_place_check_finds_holes_and_reports_it()
+    {
+        var s = new Scenario();
+        using var scanner = new Khugepaged(MmFixtures.Always);
+        Assert.True(scanner.Register(s.Owner));
+
+        KhugepagedScanResult step = scanner.ScanStep();
+
+        Assert.Contains(step.Results, r => r is { Status: CollapseStatus.Succeed, Path: CollapsePath.Reformed });
+        Assert.Equal((0L, 1L, 0L, 1L), (scanner.CollapsedInPlace, scanner.Reformed, scanner.CollapsedByCopy, scanner.PagesCollapsed));
+        Assert.True(IsHuge(s.Owner, s.Start));
+        AssertBooks(s.Spaces);
+    }
+
+    [Fact]
+    public void The_copy_only_scanner_does_not_re_form_and_finds_no_block()
+    {
+        var s = new Scenario();
+        using var scanner = new Khugepaged(MmFixtures.Always, Khugepaged.CopyOnly);
+        Assert.True(scanner.Register(s.Owner));
+
+        KhugepagedScanResult step = scanner.ScanStep();
+
+        Assert.Contains(step.Results, r => r.Status == CollapseStatus.AllocHugePageFail);
+        Assert.Equal((0L, 0L), (scanner.Reformed, scanner.PagesCollapsed));
+        Assert.False(IsHuge(s.Owner, s.Start));
+    }
+
+    [Fact]
     public void A_pinned_page_in_place_refuses_and_changes_nothing()
     {
         var s = new Scenario();
