@@ -1,6 +1,9 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
 using ThpCore.Collapse;
 using ThpCore.Diagnostics;
 using ThpCore.Memory;
@@ -24,7 +27,7 @@ public sealed class ReformTests
     // shrinker frees them, another address space's small pages take some of them, memory elsewhere is fragmented.
     private sealed class Scenario
     {
-        public Scenario(int holes = Holes, Action<Scenario>? occupy = null)
+        public Scenario(int holes = Holes, Action<Scenario>? occupy = null, bool fragment = true, int holeStart = HoleStart)
         {
             var node = new MemoryNode(8UL << 20);
             Owner = new AddressSpace(node, MmFixtures.Always);
@@ -48,7 +51,7 @@ public sealed class ReformTests
                 }
             }
 
-            Owner.Advise(Start.Add(HoleStart * K4), (ulong)holes * K4, Advice.DontNeed);
+            Owner.Advise(Start.Add((ulong)holeStart * K4), (ulong)holes * K4, Advice.DontNeed);
             Assert.Equal(1, node.ShrinkDeferredSplitQueue());
             Assert.Equal((ulong)holes, node.Buddy.FreeFrames);
 
@@ -65,7 +68,7 @@ public sealed class ReformTests
             }
 
             // Fragment the rest: every eighth filler page goes, far fewer than compaction's 1024-frame gap.
-            for (int i = 0; i < 64 * 8; i += 8)
+            for (int i = 0; fragment && i < 64 * 8; i += 8)
             {
                 Filler.Advise(FillerPages[i], K4, Advice.DontNeed);
             }
@@ -252,6 +255,157 @@ public sealed class ReformTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Collapser.TryReformInPlace(space, BaseAddr, new ReformOptions { MinInPlace = 0 }));
         Assert.Throws<ArgumentOutOfRangeException>(() => Collapser.TryReformInPlace(space, BaseAddr, new ReformOptions { MinInPlace = 513 }));
     }
+
+    [Fact]
+    public void Misplaced_pages_inside_and_outside_the_block_are_copied_to_their_slots()
+    {
+        // With only the block's holes free, a fault on slot 120 takes another hole: a misplaced page inside B.
+        var s = new Scenario(occupy: s => Scenario.Write(s.Owner, s.Start.Add(120 * K4), 0x78));
+        ulong inside = s.FrameAt(s.Owner, s.Start.Add(120 * K4));
+        Assert.InRange(inside, s.Block + HoleStart, s.Block + HoleStart + Holes - 1);
+        Assert.NotEqual(s.Block + 120, inside);
+
+        // With scattered free frames outside B as well, the allocator's order-0 list serves slot 105 from outside.
+        Scenario.Write(s.Owner, s.Start.Add(105 * K4), 0x69);
+        ulong outside = s.FrameAt(s.Owner, s.Start.Add(105 * K4));
+        Assert.False(outside >= s.Block && outside < s.Block + 512);
+        ulong free = s.Node.Buddy.FreeFrames;
+
+        CollapseResult result = Collapser.TryReformInPlace(s.Owner, s.Start);
+
+        Assert.Equal((CollapseStatus.Succeed, CollapsePath.Reformed), (result.Status, result.Path));
+        Assert.Equal(1, s.Owner.Counters.Get(VmEvent.ThpCollapseReformMigrated));
+        Assert.True(s.Node.Memory.ReadFrame(s.Block + 120).IndexOfAnyExcept((byte)0x78) < 0);
+        Assert.True(s.Node.Memory.ReadFrame(s.Block + 105).IndexOfAnyExcept((byte)0x69) < 0);
+        Assert.True(s.Node.Memory.ReadFrame(s.Block + 106).IndexOfAnyExcept((byte)0) < 0);
+
+        // The 38 true holes took a frame each; the two pages that had frames (the one outside B, the misplaced one's
+        // migration destination) gave theirs back.
+        Assert.Equal(free - (Holes - 2), s.Node.Buddy.FreeFrames);
+        AssertBooks(s.Spaces);
+    }
+
+    [Fact]
+    public void A_page_a_fork_child_maps_too_refuses_and_changes_nothing()
+    {
+        var s = new Scenario();
+        AddressSpace child = s.Owner.Fork();
+        var before = s.Snapshot();
+
+        Assert.Equal(CollapseStatus.ReformShared, Collapser.TryReformInPlace(s.Owner, s.Start).Status);
+
+        AssertUnchanged(s, before);
+        AssertBooks([.. s.Spaces, child]);
+    }
+
+    [Fact]
+    public void A_swap_pte_refuses_and_changes_nothing()
+    {
+        var s = new Scenario();
+        s.Owner.AttachSwap(new SwapDevice(0, 64));
+        s.Owner.Advise(s.Start.Add(300 * K4), K4, Advice.PageOut);
+        Assert.False(AddressSpaceTests.Pte(s.Owner, s.Start.Value + (300 * K4)).IsPresent);
+        var before = s.Snapshot();
+
+        Assert.Equal(CollapseStatus.InPlaceSwapPte, Collapser.TryReformInPlace(s.Owner, s.Start).Status);
+
+        AssertUnchanged(s, before);
+        AssertBooks(s.Spaces);
+    }
+
+    [Fact]
+    public void No_free_frame_outside_the_block_for_the_occupants_refuses_and_changes_nothing()
+    {
+        var s = new Scenario(fragment: false);
+        Assert.Equal((ulong)(Holes - Occupants), s.Node.Buddy.FreeFrames);
+        var before = s.Snapshot();
+
+        Assert.Equal(CollapseStatus.ReformNoFreeFrames, Collapser.TryReformInPlace(s.Owner, s.Start).Status);
+
+        AssertUnchanged(s, before);
+        AssertBooks(s.Spaces);
+    }
+
+    private static Gen<(int First, int Count, int Occupants, int Touches, bool Fragment)> CaseGen =>
+        from first in Gen.Choose(0, 480)
+        from count in Gen.Choose(1, Math.Min(300, 512 - first))
+        from occupants in Gen.Choose(0, Math.Min(count, 24))
+        from touches in Gen.Choose(0, Math.Min(count - occupants, 4))
+        from fragment in Gen.Frequency((4, Gen.Constant(true)), (1, Gen.Constant(false)))
+        select (first, count, occupants, touches, fragment);
+
+    [Property(MaxTest = 15)]
+    public Property Re_form_succeeds_exactly_when_enough_pages_are_in_place_and_the_occupants_have_room_and_keeps_every_byte() =>
+        Prop.ForAll(CaseGen.ToArbitrary(), c =>
+        {
+            var s = new Scenario(c.Count, s =>
+            {
+                for (int i = 1; i <= c.Occupants; i++)
+                {
+                    Scenario.Write(s.Other, OtherBase.Add((ulong)i * K4), (byte)i);
+                }
+            }, c.Fragment, c.First);
+            var touched = new Dictionary<int, byte>();
+            for (int k = 0; k < c.Touches; k++)
+            {
+                int slot = c.First + ((k * 7) % c.Count);
+                touched[slot] = (byte)(0x40 + k);
+                Scenario.Write(s.Owner, s.Start.Add((ulong)slot * K4), touched[slot]);
+            }
+
+            // The expectation, from the tables and the frame table alone.
+            int inPlace = 0;
+            int occupied = 0;
+            int freeInBlock = 0;
+            for (int i = 0; i < 512; i++)
+            {
+                PageTableEntry pte = AddressSpaceTests.Pte(s.Owner, s.Start.Value + ((ulong)i * K4));
+                if (pte.IsPresent && pte.Address.FrameNumber == s.Block + (ulong)i)
+                {
+                    inPlace++;
+                }
+                else if ((s.Node.Frames.Describe(s.Block + (ulong)i).Flags & FrameFlags.Free) != 0)
+                {
+                    freeInBlock++;
+                }
+                else
+                {
+                    occupied++;
+                }
+            }
+
+            CollapseStatus expected = inPlace < 256 ? CollapseStatus.ReformTooFewInPlace
+                : (ulong)occupied > s.Node.Buddy.FreeFrames - (ulong)freeInBlock ? CollapseStatus.ReformNoFreeFrames
+                : CollapseStatus.Succeed;
+            var before = s.Snapshot();
+
+            CollapseResult result = Collapser.TryReformInPlace(s.Owner, s.Start);
+
+            Assert.Equal(expected, result.Status);
+            AssertBooks(s.Spaces);
+            if (expected != CollapseStatus.Succeed)
+            {
+                AssertUnchanged(s, before);
+                return;
+            }
+
+            Assert.True(IsHuge(s.Owner, s.Start));
+            for (int i = 0; i < 512; i++)
+            {
+                ReadOnlySpan<byte> page = s.Node.Memory.ReadFrame(s.Block + (ulong)i);
+                bool hole = i >= c.First && i < c.First + c.Count;
+                uint pattern = BitConverter.ToUInt32(page[..4]);
+                Assert.True(
+                    touched.TryGetValue(i, out byte value) ? page.IndexOfAnyExcept(value) < 0 : hole ? page.IndexOfAnyExcept((byte)0) < 0 : pattern == (uint)i + 0xdead0000u,
+                    $"page {i} reads {pattern:x}");
+            }
+
+            for (int i = 1; i <= c.Occupants; i++)
+            {
+                ulong frame = s.FrameAt(s.Other, OtherBase.Add((ulong)i * K4));
+                Assert.True(s.Node.Memory.ReadFrame(frame).IndexOfAnyExcept((byte)i) < 0);
+            }
+        });
 
     private static void AssertUnchanged(Scenario s, (ulong[] Entries, ulong Free) before)
     {

@@ -140,7 +140,7 @@ public static partial class Collapser
         for (int i = 0; i < ptes.Length; i++)
         {
             ulong pte = ptes[i];
-            if (pte == 0 || (AddressSpace.PtePresent(pte) && (pte & Present) != 0 && AddressSpace.PteFrame(pte) == zero))
+            if (pte == 0 || ((pte & Present) != 0 && AddressSpace.PteFrame(pte) == zero))
             {
                 continue;
             }

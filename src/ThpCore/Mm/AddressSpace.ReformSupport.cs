@@ -34,7 +34,7 @@ public sealed partial class AddressSpace
     /// </para>
     /// <para>
     /// Then, slot by slot, the PTE is cleared (atomically, keeping A and D a walker set) and rewritten to the block's
-    /// frame: a hole (none or the zero page) gets <paramref name="holeAttributes"/> with A and D, a zero-filled frame
+    /// frame: a hole (none or the zero page) gets <paramref name="holeAttributes"/> with A (and D when writable), a zero-filled frame
     /// and anon-exclusive; a present page's bytes are copied, its attributes, anon-exclusive and dirty state kept, and
     /// the old page's mapping and reference dropped (it is freed). No TLB is invalidated here: the caller's PMD
     /// install invalidates the whole 2 MiB range, and until then the locks keep the range from being used.
@@ -101,11 +101,12 @@ public sealed partial class AddressSpace
         target.AddPteMapping(0);
         if (hole)
         {
-            // do_anonymous_page's new page, already zero (TryAllocateFolioAt zero-fills): exclusive, dirty.
+            // do_anonymous_page's new page, already zero (TryAllocateFolioAt zero-fills): exclusive, dirty, and D in the
+            // PTE only when it is writable (x86 reads Write=0, Dirty=1 as a shadow-stack page).
             target.SetAnonExclusive(0, true);
             target.SetDirty(true);
             target.SetSwapBacked(!lazyFree);
-            Write(slot, target.Address.Value | holeAttributes | A | D);
+            Write(slot, target.Address.Value | holeAttributes | A | ((holeAttributes & RW) != 0 ? D : 0));
             return;
         }
 
