@@ -193,6 +193,18 @@ public sealed class ReformTests
     }
 
     [Fact]
+    public void A_re_form_writes_one_collapse_event_with_the_path_reformed()
+    {
+        using var listener = new CollapseEventTests.Listener();
+        var s = new Scenario();
+
+        Collapser.TryReformInPlace(s.Owner, s.Start);
+
+        object?[] mine = Assert.Single(listener.Events, e => e.EventId == ThpCoreEventSource.CollapseEventId && (long)e.Payload![0]! == s.Owner.Id).Payload!.ToArray();
+        Assert.Equal(new object?[] { s.Owner.Id, s.Start.Value, "Reformed", "Succeed", 1, PhysicalAddress.FromFrameNumber(s.Block).Value }, mine);
+    }
+
+    [Fact]
     public void A_pinned_page_in_place_refuses_and_changes_nothing()
     {
         var s = new Scenario();
