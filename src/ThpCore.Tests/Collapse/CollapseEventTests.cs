@@ -15,7 +15,7 @@ namespace ThpCore.Tests.Collapse;
 /// <summary>The structured events of <see cref="ThpCoreEventSource"/>: one per collapse attempt, with its outcome.</summary>
 public sealed class CollapseEventTests
 {
-    private sealed class Listener : EventListener
+    internal sealed class Listener : EventListener
     {
         public ConcurrentQueue<EventWrittenEventArgs> Events { get; } = new();
 

@@ -58,6 +58,9 @@ public sealed class VmEventCountersTests
         "swpout_zero",
         "thp_collapse_inplace", // ThpCore's own events follow Linux's
         "thp_collapse_inplace_failed",
+        "thp_collapse_reformed",
+        "thp_collapse_reformed_failed",
+        "thp_collapse_reform_migrated",
     ];
 
     private static IEnumerable<VmEvent> AllEvents => Enumerable.Range(0, VmEventNames.Count).Select(i => (VmEvent)i);
@@ -189,7 +192,7 @@ public sealed class VmEventCountersTests
 
         Assert.StartsWith("pswpin 7\npswpout 0\npglazyfree 0\npgfault 0\n", text, StringComparison.Ordinal);
         Assert.Contains("\nthp_scan_exceed_share_pte 1234567890123\nthp_split_pud 0\n", text, StringComparison.Ordinal);
-        Assert.EndsWith("\nthp_swpout 0\nthp_swpout_fallback 1\nswpin_zero 0\nswpout_zero 0\nthp_collapse_inplace 0\nthp_collapse_inplace_failed 0\n", text, StringComparison.Ordinal);
+        Assert.EndsWith("\nthp_swpout 0\nthp_swpout_fallback 1\nswpin_zero 0\nswpout_zero 0\nthp_collapse_inplace 0\nthp_collapse_inplace_failed 0\nthp_collapse_reformed 0\nthp_collapse_reformed_failed 0\nthp_collapse_reform_migrated 0\n", text, StringComparison.Ordinal);
         string[] lines = text.Split('\n');
         Assert.Equal(VmEventNames.Count + 1, lines.Length);
         Assert.Equal("", lines[^1]);

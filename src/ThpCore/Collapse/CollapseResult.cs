@@ -13,6 +13,13 @@ public enum CollapsePath : byte
 
     /// <summary>A new order-9 folio was allocated and the pages copied into it (Linux's <c>collapse_huge_page</c>).</summary>
     Copy = 2,
+
+    /// <summary>
+    /// Re-formed in place (ThpCore's own, no Linux counterpart): order-0 pages mostly in place in one aligned 2 MiB block
+    /// were completed there — the missing and misplaced ones copied in, the block's movable occupants migrated out —
+    /// joined into one order-9 folio and mapped by a PMD (<see cref="Collapser.TryReformInPlace"/>).
+    /// </summary>
+    Reformed = 3,
 }
 
 /// <summary>The outcome of one collapse attempt on one 2 MiB range.</summary>

@@ -4,7 +4,7 @@ namespace ThpCore.Collapse;
 /// Why a collapse succeeded or refused. Values 0 to 31 are Linux's <c>enum scan_result</c> in
 /// <c>mm/khugepaged.c</c> (v6.12, the same order and numbers; the file and shmem codes are kept so that the numbers
 /// match, though ThpCore has no file THPs); values from 100 are ThpCore's own, for the in-place paths Linux does not
-/// have for anonymous memory.
+/// have for anonymous memory (100-107 in-place collapse, 130-137 re-form in place).
 /// </summary>
 public enum CollapseStatus
 {
@@ -133,4 +133,36 @@ public enum CollapseStatus
 
     /// <summary>In place: a PTE is writable although its page is not anon-exclusive (a broken copy-on-write state).</summary>
     InPlaceWritableShared = 107,
+
+    /// <summary>Re-form: fewer PTEs than <see cref="ReformOptions.MinInPlace"/> map frame B + i of the best aligned block B.</summary>
+    ReformTooFewInPlace = 130,
+
+    /// <summary>
+    /// Re-form: a frame of the target block that must be freed holds something that cannot move (a page table, a
+    /// reserved frame, the zero page, part of a large folio, a pinned or otherwise referenced folio), or the block
+    /// reaches past the node.
+    /// </summary>
+    ReformBlockOccupied = 131,
+
+    /// <summary>Re-form: a page the range maps may be pinned for DMA (1024 references or more).</summary>
+    ReformPinned = 132,
+
+    /// <summary>Re-form: a page the range maps is mapped elsewhere too (map count above 1, another fork-family member) or is not anon-exclusive.</summary>
+    ReformShared = 133,
+
+    /// <summary>Re-form: a page the range maps is in the swap cache (a joined folio cannot keep per-page swap-cache slots).</summary>
+    ReformSwapCache = 134,
+
+    /// <summary>Re-form: the pages are of mixed lazyfree (<c>MADV_FREE</c>) and swap-backed state; one folio has one.</summary>
+    ReformMixedLazyFree = 135,
+
+    /// <summary>Re-form: the node has fewer free frames outside the target block than occupants to migrate out of it.</summary>
+    ReformNoFreeFrames = 136,
+
+    /// <summary>
+    /// Re-form: a step failed after pages had begun to move (a migration refused, a freed frame taken, the join
+    /// refused). Should not happen after the checks; the state is consistent (every page mapped, books balanced), the
+    /// moves made so far are not undone, and the range is left PTE-mapped.
+    /// </summary>
+    ReformInterrupted = 137,
 }

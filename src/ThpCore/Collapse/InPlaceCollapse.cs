@@ -70,10 +70,11 @@ public static partial class Collapser
     public static CollapseResult TryCollapseInPlace(AddressSpace space, VirtualAddress address, InPlaceCollapseOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(space);
-        return Emit(space, TryCollapseInPlaceCore(space, address, options), "InPlace");
+        return Emit(space, TryCollapseInPlaceCore(space, address, options, countOutcome: true), "InPlace");
     }
 
-    private static CollapseResult TryCollapseInPlaceCore(AddressSpace space, VirtualAddress address, InPlaceCollapseOptions? options)
+    // countOutcome false: a re-form's final step, counted as the re-form's outcome instead.
+    private static CollapseResult TryCollapseInPlaceCore(AddressSpace space, VirtualAddress address, InPlaceCollapseOptions? options, bool countOutcome)
     {
         ArgumentNullException.ThrowIfNull(space);
         options ??= InPlaceCollapseOptions.Default;
@@ -89,7 +90,7 @@ public static partial class Collapser
         CollapseStatus status = Check(space, address, chunk, out PhysicalAddress pdeSlot, out ulong pde, out Folio folio, out ulong accessedDirty, out bool exclusive);
         if (status != CollapseStatus.Succeed)
         {
-            if (status != CollapseStatus.PmdMapped)
+            if (status != CollapseStatus.PmdMapped && countOutcome)
             {
                 space.Counters.Count(VmEvent.ThpCollapseInPlaceFailed);
             }
@@ -100,7 +101,11 @@ public static partial class Collapser
         ulong firstPte = space.ReadPteTable(pde)[0];
         TlbRangeInvalidation invalidation = space.CommitInPlaceCollapse(
             chunk, pdeSlot, pde, folio, firstPte, accessedDirty, exclusive, options.Order == PromotionOrder.BreakBeforeMake, options.Tlb, options.Cpu);
-        space.Counters.Count(VmEvent.ThpCollapseInPlace);
+        if (countOutcome)
+        {
+            space.Counters.Count(VmEvent.ThpCollapseInPlace);
+        }
+
         return new CollapseResult(CollapseStatus.Succeed, start, CollapsePath.InPlace, folio.Address, invalidation);
     }
 

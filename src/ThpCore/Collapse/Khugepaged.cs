@@ -27,8 +27,9 @@ public sealed record KhugepagedScanResult(int Progress, IReadOnlyList<CollapseRe
 /// A deterministic model of Linux's khugepaged: address spaces are registered (<c>__khugepaged_enter</c>) and each
 /// <see cref="ScanStep(int)"/> is one round of <c>khugepaged_do_scan</c>, visiting them in registration order from a
 /// cursor that persists between steps. Each 2 MiB range of an eligible VMA is collapsed: in place first, when an
-/// in-place strategy is given, else (or when that refuses) by copy (<see cref="Collapser.TryCollapseByCopy"/> in the
-/// khugepaged context).
+/// in-place strategy is given; then, when that refused because the range has holes or pages of several folios, by
+/// re-forming in place (<see cref="Collapser.TryReformInPlace"/>, ThpCore's own); else (or when those refuse) by copy
+/// (<see cref="Collapser.TryCollapseByCopy"/> in the khugepaged context).
 /// </summary>
 /// <remarks>
 /// <para>
@@ -45,8 +46,8 @@ public sealed record KhugepagedScanResult(int Progress, IReadOnlyList<CollapseRe
 /// </para>
 /// <para>
 /// Figures: <see cref="PagesCollapsed"/> (<c>pages_collapsed</c>: one per range collapsed, despite its name) and
-/// <see cref="FullScans"/> (<c>full_scans</c>), plus ThpCore's <see cref="CollapsedInPlace"/> and
-/// <see cref="CollapsedByCopy"/>. A "re-formed" figure belongs to later work and is not kept.
+/// <see cref="FullScans"/> (<c>full_scans</c>), plus ThpCore's <see cref="CollapsedInPlace"/>, <see cref="Reformed"/>
+/// and <see cref="CollapsedByCopy"/> (collapsed in place, re-formed, copied), which add up to <see cref="PagesCollapsed"/>.
 /// </para>
 /// <para>
 /// Simplified: the address space's lock is taken blocking (Linux's <c>mmap_read_trylock</c> skips a busy mm); an
@@ -66,6 +67,7 @@ public sealed class Khugepaged : IDisposable
     private long _fullScans;
     private long _collapsedInPlace;
     private long _collapsedByCopy;
+    private long _reformed;
     private ThpSettings _settings;
     private CancellationTokenSource? _cts;
     private Task? _background;
@@ -77,11 +79,20 @@ public sealed class Khugepaged : IDisposable
     /// The in-place collapse to try before copying (it is given the address space, with its lock held for writing,
     /// and the range's address): <see langword="null"/> for ThpCore's <see cref="Collapser.TryCollapseInPlace"/>,
     /// or <see cref="CopyOnly"/> to copy as Linux v6.12 does. Its success counts in <see cref="CollapsedInPlace"/>; any
-    /// other result falls back to copy collapse.
+    /// other result falls back to re-form, then copy collapse.
     /// </param>
-    public Khugepaged(ThpSettings? settings = null, Func<AddressSpace, VirtualAddress, CollapseResult>? inPlace = null)
+    /// <param name="reform">
+    /// The re-form to try when the in-place strategy refused with <see cref="CollapseStatus.InPlaceHole"/> or
+    /// <see cref="CollapseStatus.InPlaceMixedFolios"/> (same arguments, same lock): <see langword="null"/> for ThpCore's
+    /// <see cref="Collapser.TryReformInPlace"/> when <paramref name="inPlace"/> is null too, and for none otherwise (so
+    /// <see cref="CopyOnly"/> alone still gives Linux's behaviour); <see cref="CopyOnly"/> for none. Its success counts
+    /// in <see cref="Reformed"/>; any other result falls back to copy collapse.
+    /// </param>
+    public Khugepaged(
+        ThpSettings? settings = null, Func<AddressSpace, VirtualAddress, CollapseResult>? inPlace = null, Func<AddressSpace, VirtualAddress, CollapseResult>? reform = null)
     {
         _settings = settings ?? ThpSettings.Default;
+        Reform = reform ?? (inPlace is null ? (space, address) => Collapser.TryReformInPlace(space, address) : CopyOnly);
         InPlace = inPlace ?? ((space, address) => Collapser.TryCollapseInPlace(space, address));
     }
 
@@ -95,6 +106,9 @@ public sealed class Khugepaged : IDisposable
     /// <summary>The in-place collapse tried first.</summary>
     public Func<AddressSpace, VirtualAddress, CollapseResult> InPlace { get; }
 
+    /// <summary>The re-form tried second, for a range with holes or pages of several folios.</summary>
+    public Func<AddressSpace, VirtualAddress, CollapseResult> Reform { get; }
+
     /// <summary>The knobs; a new value applies from the next step (writing the sysfs files).</summary>
     /// <exception cref="ArgumentNullException">Set to null.</exception>
     public ThpSettings Settings
@@ -103,7 +117,7 @@ public sealed class Khugepaged : IDisposable
         set => Volatile.Write(ref _settings, value ?? throw new ArgumentNullException(nameof(value)));
     }
 
-    /// <summary><c>khugepaged/pages_collapsed</c>: ranges collapsed (in place or by copy).</summary>
+    /// <summary><c>khugepaged/pages_collapsed</c>: ranges collapsed (in place, re-formed or by copy).</summary>
     public long PagesCollapsed => Interlocked.Read(ref _pagesCollapsed);
 
     /// <summary><c>khugepaged/full_scans</c>: times the cursor passed the last registered address space.</summary>
@@ -114,6 +128,9 @@ public sealed class Khugepaged : IDisposable
 
     /// <summary>Ranges collapsed by copy (ThpCore's figure).</summary>
     public long CollapsedByCopy => Interlocked.Read(ref _collapsedByCopy);
+
+    /// <summary>Ranges re-formed in place by <see cref="Reform"/> (ThpCore's figure).</summary>
+    public long Reformed => Interlocked.Read(ref _reformed);
 
     /// <summary>Whether the background mode runs.</summary>
     public bool IsRunning
@@ -384,12 +401,15 @@ public sealed class Khugepaged : IDisposable
     private CollapseResult CollapseOne(AddressSpace space, VirtualAddress chunk, CollapseContext context, out bool attempted)
     {
         CollapseResult placed = InPlace(space, chunk);
-        if (placed.Status == CollapseStatus.Succeed)
+        if (Counted(placed, ref _collapsedInPlace, out attempted))
         {
-            attempted = true;
-            Interlocked.Increment(ref _collapsedInPlace);
-            Interlocked.Increment(ref _pagesCollapsed);
             return placed;
+        }
+
+        if (placed.Status is CollapseStatus.InPlaceHole or CollapseStatus.InPlaceMixedFolios
+            && Reform(space, chunk) is CollapseResult reformed && Counted(reformed, ref _reformed, out attempted))
+        {
+            return reformed;
         }
 
         CollapseResult result;
@@ -398,13 +418,21 @@ public sealed class Khugepaged : IDisposable
             result = Collapser.CopyLocked(space, chunk, context, out attempted);
         }
 
-        if (result.Status == CollapseStatus.Succeed)
+        Counted(result, ref _collapsedByCopy, out _);
+        return result;
+    }
+
+    // A success counts in its path's figure and in pages_collapsed.
+    private bool Counted(CollapseResult result, ref long figure, out bool attempted)
+    {
+        attempted = result.Status == CollapseStatus.Succeed;
+        if (attempted)
         {
-            Interlocked.Increment(ref _collapsedByCopy);
+            Interlocked.Increment(ref figure);
             Interlocked.Increment(ref _pagesCollapsed);
         }
 
-        return result;
+        return attempted;
     }
 
     private void RemoveSlot(int index)

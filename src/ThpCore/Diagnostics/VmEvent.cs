@@ -161,4 +161,22 @@ public enum VmEvent
     /// except that the range was already PMD-mapped).
     /// </summary>
     ThpCollapseInPlaceFailed,
+
+    /// <summary>
+    /// <c>thp_collapse_reformed</c> — ThpCore's own event, not Linux's: a 2 MiB range of order-0 pages mostly in place in
+    /// one aligned physical block was re-formed into a THP there (<c>ThpCore.Collapse.Collapser.TryReformInPlace</c>).
+    /// </summary>
+    ThpCollapseReformed,
+
+    /// <summary>
+    /// <c>thp_collapse_reformed_failed</c> — ThpCore's own event, not Linux's: a re-form in place refused, or stopped
+    /// after it had begun moving pages.
+    /// </summary>
+    ThpCollapseReformedFailed,
+
+    /// <summary>
+    /// <c>thp_collapse_reform_migrated</c> — ThpCore's own event, not Linux's: one per page a re-form in place migrated out
+    /// of its target block (each also counts <c>pgmigrate_success</c> in the address space that maps it).
+    /// </summary>
+    ThpCollapseReformMigrated,
 }

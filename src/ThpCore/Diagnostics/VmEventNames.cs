@@ -8,7 +8,7 @@ namespace ThpCore.Diagnostics;
 public static class VmEventNames
 {
     /// <summary>The number of <see cref="VmEvent"/> members; they are numbered 0 to <c>Count - 1</c>.</summary>
-    public const int Count = (int)VmEvent.ThpCollapseInPlaceFailed + 1;
+    public const int Count = (int)VmEvent.ThpCollapseReformMigrated + 1;
 
     // Indexed by VmEvent, in vmstat_text order.
     private static readonly string[] s_names =
@@ -55,6 +55,9 @@ public static class VmEventNames
         // ThpCore's own events, after Linux's (no /proc/vmstat has them).
         "thp_collapse_inplace",
         "thp_collapse_inplace_failed",
+        "thp_collapse_reformed",
+        "thp_collapse_reformed_failed",
+        "thp_collapse_reform_migrated",
     ];
 
     /// <summary>The event's name as <c>/proc/vmstat</c> prints it, e.g. <c>thp_scan_exceed_share_pte</c>.</summary>

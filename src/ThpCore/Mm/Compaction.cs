@@ -222,7 +222,7 @@ public static class Compaction
 
     // Which address space (of which family) maps each mapped anonymous folio: the walk that stands in for following
     // folio->mapping to its anon_vma. A folio mapped by two families (impossible for private anonymous memory) keeps the first.
-    private static Dictionary<ulong, AddressSpace> MappedFolioOwners(MemoryNode node)
+    internal static Dictionary<ulong, AddressSpace> MappedFolioOwners(MemoryNode node)
     {
         var owners = new Dictionary<ulong, AddressSpace>();
         foreach (AnonFamily family in AnonFamily.OnNode(node))
