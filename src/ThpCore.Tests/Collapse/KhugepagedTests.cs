@@ -166,7 +166,13 @@ public sealed class KhugepagedTests
         var clock = Stopwatch.StartNew();
         while (scanner.PagesCollapsed < 2 && clock.Elapsed < TimeSpan.FromSeconds(10))
         {
-            Validate(space, start, 1024, 1024);
+            // Translations only: a physical address goes stale when a collapse by copy frees the old page (a TLB entry
+            // without shootdown, docs/address-space.md), so the bytes are checked once the scanner has stopped.
+            for (int i = 0; i < 1024; i += 7)
+            {
+                Assert.Equal(AccessStatus.Translated, space.Access(start.Add((ulong)i * K4), AccessKind.Read).Status);
+            }
+
             Thread.Sleep(1);
         }
 
