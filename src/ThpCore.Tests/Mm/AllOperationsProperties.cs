@@ -5,6 +5,7 @@ using System.Linq;
 using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
+using ThpCore.Collapse;
 using ThpCore.Memory;
 using ThpCore.Mm;
 using ThpCore.Paging;
@@ -14,7 +15,8 @@ namespace ThpCore.Tests.Mm;
 /// <summary>
 /// The property over every operation of the Mm layer at once: random sequences of map, read, write, protect,
 /// unmap, madvise (including FREE, PAGEOUT and COLD), mremap, fork, swap-out (with and without keeping the folio in
-/// the swap cache), GUP pin and unpin, mlock and munlock, migration, compaction and teardown over a parent and up to two fork children
+/// the swap cache), GUP pin and unpin, mlock and munlock, migration, compaction, every collapse path (in place, copy, re-form,
+/// MADV_COLLAPSE) and teardown over a parent and up to two fork children
 /// sharing one node and one swap device. After every step
 /// <see cref="MmBooks.Check"/> must hold: every folio's reference count is at least its map count plus its pins (and is
 /// exactly mappings + pin references + swap-cache references), every frame is exactly one of free, page table, or data
@@ -54,6 +56,7 @@ public sealed class AllOperationsProperties
         Compact,
         Dispose,
         Mlock,
+        Collapse,
     }
 
     public sealed record Op(OpKind Kind, int Vma, int Page, int Pages, int Attribute, int Space)
@@ -70,7 +73,7 @@ public sealed class AllOperationsProperties
     private static readonly Gen<Op> s_opGen =
         from kind in Gen.Elements(
             OpKind.Map, OpKind.Read, OpKind.Write, OpKind.Write, OpKind.Write, OpKind.Protect, OpKind.Unmap, OpKind.Advise,
-            OpKind.Fork, OpKind.Remap, OpKind.SwapOut, OpKind.SwapOut, OpKind.Pin, OpKind.Unpin, OpKind.Advise, OpKind.Migrate, OpKind.Migrate, OpKind.Compact, OpKind.Dispose, OpKind.Mlock)
+            OpKind.Fork, OpKind.Remap, OpKind.SwapOut, OpKind.SwapOut, OpKind.Pin, OpKind.Unpin, OpKind.Advise, OpKind.Migrate, OpKind.Migrate, OpKind.Compact, OpKind.Dispose, OpKind.Mlock, OpKind.Collapse, OpKind.Collapse)
         from vma in Gen.Choose(0, 7)
         from page in Gen.Choose(0, 1100)
         from pages in Gen.Elements(1, 1, 2, 7, 512, 600)
@@ -269,6 +272,38 @@ public sealed class AllOperationsProperties
                         {
                             world.MaybeZero.Add(key);
                         }
+                    }
+
+                    return null;
+                case OpKind.Collapse:
+                    // Every collapse path; each keeps the books and the bytes whatever it answers.
+                    // Aim at a whole aligned 2 MiB of some VMA when one has it (most VMAs are smaller).
+                    VirtualAddress at = VirtualAddress.FromRaw(page);
+                    for (int k = 0; k < vmas.Count; k++)
+                    {
+                        Vma candidate = vmas[(op.Vma + k) % vmas.Count];
+                        ulong aligned = (candidate.Start.Value + (M2 - 1)) & ~(M2 - 1);
+                        if (aligned + M2 <= candidate.End.Value)
+                        {
+                            at = VirtualAddress.FromRaw(aligned);
+                            break;
+                        }
+                    }
+
+                    switch (op.Attribute % 4)
+                    {
+                        case 0:
+                            Collapser.TryCollapseInPlace(space, at);
+                            break;
+                        case 1:
+                            Collapser.TryCollapseByCopy(space, at, CollapseContext.MadviseCollapse);
+                            break;
+                        case 2:
+                            Collapser.TryReformInPlace(space, at);
+                            break;
+                        default:
+                            Collapser.MadviseCollapse(space, VirtualAddress.FromRaw(vma.Start.Value), vma.End.Value - vma.Start.Value);
+                            break;
                     }
 
                     return null;
