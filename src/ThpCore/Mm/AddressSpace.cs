@@ -13,7 +13,7 @@ namespace ThpCore.Mm;
 /// </summary>
 /// <remarks>
 /// <para>
-/// <b>Scope.</b> Private anonymous memory only; <see cref="Fork"/> shares pages copy-on-write; swap-out and swap-in of single folios (<see cref="SwapOut"/>), no khugepaged, no reclaim policy. Page
+/// <b>Scope.</b> Private anonymous memory only; <see cref="Fork"/> shares pages copy-on-write; swap-out and swap-in of single folios (<see cref="SwapOut"/>); no reclaim policy (khugepaged and the collapse paths live in <c>ThpCore.Collapse</c>). Page
 /// tables are built with x86-64 Linux's bits: a table entry is P|R/W|U/S|A (<c>_PAGE_TABLE</c>); a leaf has P, U/S, A
 /// (x86's <c>vm_page_prot</c> always carries A), XD unless the VMA is executable, and R/W|D when it maps a private
 /// page of a writable VMA. A PMD leaf of an anonymous THP is always dirty (<c>pmd_mkdirty</c> in
