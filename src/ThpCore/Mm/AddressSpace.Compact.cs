@@ -11,32 +11,21 @@ public sealed partial class AddressSpace
     // Records, for every frame this space maps by a PTE (not a zero page), the family member to migrate it through.
     internal void CollectMappedHeads(AddressSpace representative, Dictionary<ulong, AddressSpace> owners)
     {
-        foreach (Vma vma in Vmas.All)
+        foreach ((Vma vma, ulong chunk, ulong pde) in VmaChunks())
         {
-            ulong start = vma.Start.Value;
-            ulong stop = vma.End.Value;
-            for (ulong chunk = start & ~(HugeSize - 1); chunk < stop; chunk += HugeSize)
+            if (IsHugeLeaf(pde) || (pde & P) == 0)
             {
-                if (!TryFindPde(chunk, out PhysicalAddress pdeSlot))
-                {
-                    continue;
-                }
+                continue;
+            }
 
-                ulong pde = Read(pdeSlot);
-                if (IsHugeLeaf(pde) || (pde & P) == 0)
+            PhysicalAddress table = PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K);
+            ulong to = Math.Min(vma.End.Value, chunk + HugeSize);
+            for (ulong va = Math.Max(vma.Start.Value, chunk); va < to; va += PageSize4K)
+            {
+                ulong pte = Read(PteSlot(table, va));
+                if (IsMapped(pte) && FrameOf(pte) != ZeroPage.HeadFrame)
                 {
-                    continue;
-                }
-
-                PhysicalAddress table = PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K);
-                ulong to = Math.Min(stop, chunk + HugeSize);
-                for (ulong va = Math.Max(start, chunk); va < to; va += PageSize4K)
-                {
-                    ulong pte = Read(PteSlot(table, va));
-                    if (IsMapped(pte) && FrameOf(pte) != ZeroPage.HeadFrame)
-                    {
-                        owners.TryAdd(FrameOf(pte), representative);
-                    }
+                    owners.TryAdd(FrameOf(pte), representative);
                 }
             }
         }

@@ -83,39 +83,43 @@ public sealed partial class AddressSpace
     {
         ulong head = folio.HeadFrame;
         ulong end = head + (ulong)folio.PageCount;
+        foreach ((Vma vma, ulong chunk, ulong pde) in VmaChunks())
+        {
+            if (IsHugeLeaf(pde) || (pde & P) == 0)
+            {
+                // A PMD leaf or PMD migration entry lies wholly inside one VMA: count it from that VMA only.
+                ulong frame = PmdEntryFrame(pde, migrationEntries);
+                if (frame == head && chunk >= vma.Start.Value && chunk + HugeSize <= vma.End.Value && folio.Order == Folio.PmdOrder)
+                {
+                    found.Add(new FolioMapping(this, VirtualAddress.FromRaw(chunk), PagingLevel.Pd, 0));
+                }
+
+                continue;
+            }
+
+            PhysicalAddress table = PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K);
+            ulong to = Math.Min(vma.End.Value, chunk + HugeSize);
+            for (ulong va = Math.Max(vma.Start.Value, chunk); va < to; va += PageSize4K)
+            {
+                ulong frame = PteEntryFrame(Read(PteSlot(table, va)), migrationEntries);
+                if (frame >= head && frame < end)
+                {
+                    found.Add(new FolioMapping(this, VirtualAddress.FromRaw(va), PagingLevel.Pt, (int)(frame - head)));
+                }
+            }
+        }
+    }
+
+    // Every 2 MiB chunk that a VMA touches and that has a PMD slot, with the PMD entry read (non-zero or not).
+    private IEnumerable<(Vma Vma, ulong Chunk, ulong Pde)> VmaChunks()
+    {
         foreach (Vma vma in Vmas.All)
         {
-            ulong start = vma.Start.Value;
-            ulong stop = vma.End.Value;
-            for (ulong chunk = start & ~(HugeSize - 1); chunk < stop; chunk += HugeSize)
+            for (ulong chunk = vma.Start.Value & ~(HugeSize - 1); chunk < vma.End.Value; chunk += HugeSize)
             {
-                if (!TryFindPde(chunk, out PhysicalAddress pdeSlot))
+                if (TryFindPde(chunk, out PhysicalAddress pdeSlot))
                 {
-                    continue;
-                }
-
-                ulong pde = Read(pdeSlot);
-                if (IsHugeLeaf(pde) || (pde & P) == 0)
-                {
-                    // A PMD leaf or PMD migration entry lies wholly inside one VMA: count it from that VMA only.
-                    ulong frame = PmdEntryFrame(pde, migrationEntries);
-                    if (frame == head && chunk >= start && chunk + HugeSize <= stop && folio.Order == Folio.PmdOrder)
-                    {
-                        found.Add(new FolioMapping(this, VirtualAddress.FromRaw(chunk), PagingLevel.Pd, 0));
-                    }
-
-                    continue;
-                }
-
-                PhysicalAddress table = PhysicalAddress.FromMaskedBits(pde & PageTableEntry.AddressMask4K);
-                ulong to = Math.Min(stop, chunk + HugeSize);
-                for (ulong va = Math.Max(start, chunk); va < to; va += PageSize4K)
-                {
-                    ulong frame = PteEntryFrame(Read(PteSlot(table, va)), migrationEntries);
-                    if (frame >= head && frame < end)
-                    {
-                        found.Add(new FolioMapping(this, VirtualAddress.FromRaw(va), PagingLevel.Pt, (int)(frame - head)));
-                    }
+                    yield return (vma, chunk, Read(pdeSlot));
                 }
             }
         }
