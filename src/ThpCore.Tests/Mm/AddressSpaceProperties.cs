@@ -25,14 +25,7 @@ public sealed class AddressSpaceProperties
     private const ulong M2 = 2UL << 20;
     private const ulong ByteOffset = 8;
 
-    private static readonly Protection[] s_protections =
-    {
-        Protection.Read | Protection.Write, Protection.Read | Protection.Write, Protection.Read, Protection.None, Protection.Read | Protection.Write | Protection.Execute,
-    };
-
     private static readonly Advice[] s_advice = { Advice.DontNeed, Advice.DontNeed, Advice.HugePage, Advice.NoHugePage };
-
-    private static readonly ulong[] s_lengths = { K4, 3 * K4, 16 * K4, M2, 2 * M2, M2 + (5 * K4) };
 
     public enum OpKind
     {
@@ -101,7 +94,7 @@ public sealed class AddressSpaceProperties
             else if (op.Kind == OpKind.Map || vmas.Count == 0)
             {
                 VmaFlags flags = VmaFlags.Anonymous | (op.Attribute == 1 ? VmaFlags.HugePage : op.Attribute == 2 ? VmaFlags.NoHugePage : VmaFlags.None);
-                space.Map(s_lengths[op.Page % s_lengths.Length], s_protections[op.Attribute % s_protections.Length], flags);
+                space.Map(MmFixtures.PropertyLength(op.Page), MmFixtures.PropertyProtection(op.Attribute), flags);
             }
             else
             {
@@ -144,7 +137,7 @@ public sealed class AddressSpaceProperties
                     }
 
                     case OpKind.Protect:
-                        space.Protect(VirtualAddress.FromRaw(page), pages * K4, s_protections[op.Attribute % s_protections.Length]);
+                        space.Protect(VirtualAddress.FromRaw(page), pages * K4, MmFixtures.PropertyProtection(op.Attribute));
                         break;
                     case OpKind.Unmap:
                     case OpKind.Advise when s_advice[op.Attribute % s_advice.Length] == Advice.DontNeed:

@@ -30,14 +30,7 @@ public sealed class AllOperationsProperties
     private const ulong M2 = 2UL << 20;
     private const ulong ByteOffset = 8;
 
-    private static readonly Protection[] s_protections =
-    {
-        Protection.Read | Protection.Write, Protection.Read | Protection.Write, Protection.Read, Protection.None, Protection.Read | Protection.Write | Protection.Execute,
-    };
-
     private static readonly Advice[] s_advice = { Advice.DontNeed, Advice.HugePage, Advice.NoHugePage, Advice.Free, Advice.PageOut, Advice.Cold };
-
-    private static readonly ulong[] s_lengths = { K4, 3 * K4, 16 * K4, M2, 2 * M2, M2 + (5 * K4) };
 
     public enum OpKind
     {
@@ -218,7 +211,7 @@ public sealed class AllOperationsProperties
                 }
 
                 VmaFlags flags = VmaFlags.Anonymous | (op.Attribute == 1 ? VmaFlags.HugePage : op.Attribute == 2 ? VmaFlags.NoHugePage : VmaFlags.None);
-                space.Map(s_lengths[op.Page % s_lengths.Length], s_protections[op.Attribute % s_protections.Length], flags);
+                space.Map(MmFixtures.PropertyLength(op.Page), MmFixtures.PropertyProtection(op.Attribute), flags);
                 return null;
             }
 
@@ -238,7 +231,7 @@ public sealed class AllOperationsProperties
                 case OpKind.Write:
                     return Touch(world, vma, page, op.Kind == OpKind.Write);
                 case OpKind.Protect:
-                    space.Protect(VirtualAddress.FromRaw(page), pages * K4, s_protections[op.Attribute % s_protections.Length]);
+                    space.Protect(VirtualAddress.FromRaw(page), pages * K4, MmFixtures.PropertyProtection(op.Attribute));
                     return null;
                 case OpKind.Unmap:
                     space.Unmap(VirtualAddress.FromRaw(page), pages * K4);

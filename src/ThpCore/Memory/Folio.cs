@@ -388,12 +388,7 @@ public readonly struct Folio : IEquatable<Folio>
         lock (Node.SyncRoot)
         {
             ref FrameMetadata head = ref LiveHead();
-            CheckPmdOrder();
-            ref LargeFolioRecord record = ref Record(ref head);
-            if (record.EntireMapCount < 0)
-            {
-                ThrowHelper.ThrowInvalidOperation($"The folio at frame {ThrowHelper.Hex(_headFrame)} has no PMD mapping to remove.");
-            }
+            ref LargeFolioRecord record = ref PmdMappedRecord(ref head, "remove");
 
             record.EntireMapCount--;
             record.TotalMapCount--;
@@ -638,12 +633,7 @@ public readonly struct Folio : IEquatable<Folio>
         lock (Node.SyncRoot)
         {
             ref FrameMetadata head = ref LiveHead();
-            CheckPmdOrder();
-            ref LargeFolioRecord record = ref Record(ref head);
-            if (record.EntireMapCount < 0)
-            {
-                ThrowHelper.ThrowInvalidOperation($"The folio at frame {ThrowHelper.Hex(_headFrame)} has no PMD mapping to split.");
-            }
+            ref LargeFolioRecord record = ref PmdMappedRecord(ref head, "split");
 
             AddReferences(ref head, PageCount - 1, "A PMD split");
             record.EntireMapCount--;
@@ -748,6 +738,19 @@ public readonly struct Folio : IEquatable<Folio>
         {
             ThrowHelper.ThrowArgumentOutOfRange(nameof(index), index, $"Page index {index} is outside the folio at frame {ThrowHelper.Hex(_headFrame)}, which has {PageCount} pages (0 to {PageCount - 1}).");
         }
+    }
+
+    // The record of a PMD-order folio that a PMD maps; otherwise a message naming what could not be done.
+    private ref LargeFolioRecord PmdMappedRecord(ref FrameMetadata head, string action)
+    {
+        CheckPmdOrder();
+        ref LargeFolioRecord record = ref Record(ref head);
+        if (record.EntireMapCount < 0)
+        {
+            ThrowHelper.ThrowInvalidOperation($"The folio at frame {ThrowHelper.Hex(_headFrame)} has no PMD mapping to {action}.");
+        }
+
+        return ref record;
     }
 
     private void CheckPmdOrder()
